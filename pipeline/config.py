@@ -1,0 +1,102 @@
+"""The curation run config: one frozen dataclass per stage, read from YAML.
+
+Each section of the YAML file fills the dataclass of the same name; keys left out keep their defaults (each
+default says where it comes from, next to its field). Unknown sections or keys and values of the wrong type are
+errors that name the key and what was expected, before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipeline.extract import ExtractConfig
+from pipeline.warc import ReadConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    write_rejected: bool = False     # also write dropped documents, with their reason, under rejected/<stage>/
+    write_errors: bool = True        # errors/<file>.jsonl: file, offset, reason and detail of each error
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    read: ReadConfig = field(default_factory=ReadConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def _convert(value, annotation, where: str):
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = typing.get_args(annotation)[0]
+        return tuple(_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, options[0], where)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and not isinstance(value, annotation) or \
+            (annotation is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data, where: str = "config"):
+    """An instance of the dataclass `cls` from a mapping, checking keys and types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(names)}")
+    values = {name: _convert(data[name], hints[name], f"{where}.{name}") for name in names if name in data}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def to_dict(cfg) -> dict:
+    """Plain data (for stats.json and dataset cards)."""
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return to_dict(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_config(path: str | Path | None) -> CurateConfig:
+    """The config in `path` (YAML), or the defaults when `path` is None."""
+    if path is None:
+        return CurateConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    return from_dict(CurateConfig, data, where=str(path))

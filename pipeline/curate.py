@@ -1,0 +1,130 @@
+"""The curation job: WARC files → curated dataset, on any Beam runner.
+
+```
+refinery curate --input '../shared/data/warc/sample-crawl/*.warc.gz' --output out/sample
+```
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.config import CurateConfig, to_dict
+from pipeline.dataset import (PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel,
+                              write_atomic)
+from pipeline.stages import ExtractText, ReadWarc
+
+log = logging.getLogger(__name__)
+
+# Stages that can drop documents, in pipeline order (for the funnel table).
+STAGES = ["extract"]
+
+
+def expand_inputs(specs: list[str]) -> list[str]:
+    """Globs (local, gs://, s3://) and URLs → sorted unique paths; a glob that matches nothing is an error."""
+    paths = []
+    for spec in specs:
+        for pattern in filter(None, (s.strip() for s in spec.split(","))):
+            if pattern.startswith(("http://", "https://")):
+                paths.append(pattern)
+                continue
+            matches = FileSystems.match([pattern])[0].metadata_list
+            if not matches:
+                raise FileNotFoundError(f"no input file matches {pattern!r}")
+            paths.extend(m.path for m in matches)
+    return sorted(set(paths))
+
+
+def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_dir: str):
+    """The curation graph on `pipeline`; returns the PCollection of per-file progress markers."""
+    keep = cfg.output.write_rejected
+    return (pipeline
+            | "ReadWarc" >> ReadWarc(paths, cfg.read)
+            | "ExtractText" >> ExtractText(cfg.extract, keep_rejected=keep)
+            | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors))
+
+
+def runner_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam options; with no --runner, the DirectRunner in multi_processing mode with a worker per core."""
+    args = list(beam_args)
+    given = " ".join(args)
+    if "--runner" not in given:
+        args.append("--runner=DirectRunner")
+    if ("DirectRunner" in given or "--runner" not in given) and "--direct_running_mode" not in given:
+        args.append("--direct_running_mode=multi_processing")
+    if "--default_sdk_harness_log_level" not in given:
+        args.append("--default_sdk_harness_log_level=WARNING")   # workers otherwise log every channel they open
+    if "--direct_num_workers" not in given:
+        args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    return PipelineOptions(args)
+
+
+@dataclass
+class CurateResult:
+    funnel: dict
+    inputs: int
+    skipped_complete: int
+    wall_s: float
+
+
+class _Progress(threading.Thread):
+    """Prints how many input files are done while the pipeline runs (works with any runner)."""
+
+    def __init__(self, output_dir: str, total: int, done_before: int, every_s: float = 5.0):
+        super().__init__(daemon=True)
+        self.output_dir, self.total, self.before, self.every_s = output_dir, total, done_before, every_s
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+
+    def run(self):
+        last = None
+        while not self.stop.wait(self.every_s):
+            try:
+                done = len(FileSystems.match([join(self.output_dir, PROGRESS_DIR, "*.json")])[0].metadata_list)
+            except Exception:
+                continue
+            if done != last:
+                print(f"[curate] {done - self.before}/{self.total} input files written "
+                      f"({time.monotonic() - self.started:.0f} s)", flush=True)
+                last = done
+
+
+def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list[str] = (),
+           progress: bool = True) -> CurateResult:
+    """Run the job over `paths`, skipping inputs already complete in `output_dir`; write stats.json."""
+    started = time.monotonic()
+    done = completed_inputs(output_dir) if FileSystems.exists(output_dir) else {}
+    todo = [p for p in paths if p not in done]
+    if done:
+        print(f"[curate] {len(paths) - len(todo)} of {len(paths)} input files already complete in "
+              f"{output_dir}: skipped", flush=True)
+    if todo:
+        print(f"[curate] {len(todo)} input files -> {output_dir}", flush=True)
+        reporter = _Progress(output_dir, len(todo), len(done)) if progress else None
+        if reporter:
+            reporter.start()
+        try:
+            with beam.Pipeline(options=runner_options(list(beam_args))) as pipeline:
+                build(pipeline, todo, cfg, output_dir)
+        finally:
+            if reporter:
+                reporter.stop.set()
+    markers = completed_inputs(output_dir)
+    missing = [p for p in paths if p not in markers]
+    if missing:
+        raise RuntimeError(f"{len(missing)} input files have no complete output, e.g. {missing[0]}")
+    funnel = total_funnel([markers[p] for p in paths])
+    wall_s = time.monotonic() - started
+    stats = {**funnel, "stages": STAGES, "inputs": len(paths), "inputs_skipped_as_complete": len(paths) - len(todo),
+             "wall_s": round(wall_s, 2), "config": to_dict(cfg),
+             "shards": {shard_name(p): p for p in paths}}
+    write_atomic(join(output_dir, "stats.json"), json.dumps(stats, indent=1).encode())
+    return CurateResult(funnel, len(paths), len(paths) - len(todo), wall_s)

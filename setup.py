@@ -1,0 +1,25 @@
+"""webrefinery: web crawl (WARC) -> curated dataset (Apache Beam) -> tokenizer and trained model (torch)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="webrefinery",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "filters", "filters.*", "training", "training.*"]),
+    install_requires=[
+        "apache-beam>=2.60",
+        "trafilatura>=2.0",
+        "warcio>=1.7",
+        "charset-normalizer>=3.0",
+        "pyarrow>=14",
+        "pyyaml>=6",
+        "numpy>=1.24",
+        "datasketch>=1.6",
+        "fasttext-numpy2>=0.10",     # fasttext 0.9.3's predict breaks under numpy 2; same `import fasttext`
+        "sentencepiece>=0.2",
+        "torch>=2.4",
+    ],
+    extras_require={"dev": ["pytest>=8", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["refinery=pipeline.cli:main"]},
+)
