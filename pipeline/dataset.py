@@ -45,7 +45,7 @@ PROGRESS_DIR = "_progress"
 
 def shard_name(path: str) -> str:
     """A file-system-safe, collision-free output name for an input path."""
-    stem = re.sub(r"\.(warc|arc)(\.gz)?$", "", path.rstrip("/").rsplit("/", 1)[-1])
+    stem = re.sub(r"(\.(warc|arc|wet|wat|gz))+$", "", path.rstrip("/").rsplit("/", 1)[-1])
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:80] or "input"
     return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 

@@ -31,6 +31,7 @@ logging.getLogger("warcio.recordloader").setLevel(logging.ERROR)
 GZIP_MAGIC = b"\x1f\x8b\x08"
 WARC_LINE = re.compile(rb"(?:^|\n)(WARC/(?:1\.0|1\.1|0\.1[78])\r?\n)")
 _SCAN_BLOCK_BYTES = 1 << 20
+WHOLE_FILE = 1 << 62          # `end` of a chunk that covers the whole file
 _HTTP_PARSER = StatusAndHeadersParser(["HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/2.0", "HTTP/0.9"], verify=False)
 
 
@@ -194,7 +195,7 @@ def plan_chunks(path: str, size: int, head: bytes, split_bytes: int) -> list[Chu
     """Byte ranges of one file: several for per-record gzip, else the whole file."""
     mode = detect_mode(head)
     if mode != "members" or size <= split_bytes:
-        return [Chunk(path, 0, max(size, 1), mode)]
+        return [Chunk(path, 0, WHOLE_FILE, mode)]     # offsets in mode gzip are decompressed: no end to compare
     return [Chunk(path, start, min(start + split_bytes, size), mode) for start in range(0, size, split_bytes)]
 
 
@@ -267,6 +268,10 @@ def _looks_like_html(body: bytes) -> bool:
 def _classify(record, path: str, offset: int, cfg: ReadConfig) -> Outcome:
     """What one record is, reading at most `max_body_bytes` of its payload."""
     rec_type = record.rec_type
+    protocol = getattr(record.rec_headers, "protocol", "") or ""
+    if not protocol.startswith("WARC/") or not rec_type:
+        # warcio is lenient and makes a headerless "record" out of any text; we are not.
+        return ReadError(path, offset, ErrorReason.BAD_WARC_HEADER, f"no WARC record here (starts {protocol[:40]!r})")
     if rec_type != "response":
         return _SKIP_BY_TYPE.get(rec_type, Skip.OTHER_TYPE)
     if record.http_headers is None:

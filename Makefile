@@ -1,0 +1,28 @@
+# The two quick-start commands (README): `make sample` and `make test`. Both set up .venv first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED := $(or $(REFINERY_SHARED_DATA),../shared/data)
+OUT ?= out/sample
+
+.PHONY: setup sample test bench
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU wheel; an open `torch` requirement would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+sample: setup
+	$(BIN)/refinery curate --input '$(SHARED)/warc/sample-crawl/*.warc.gz' --output $(OUT)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/python bench/bench_extraction.py
+	$(BIN)/python bench/bench_curate_speed.py

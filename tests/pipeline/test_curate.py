@@ -1,0 +1,101 @@
+"""`refinery curate` end to end on the real WARCs in ../shared/data/warc."""
+import json
+import os
+
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.cli import main
+
+
+def identity_holds(stats: dict) -> bool:
+    accounted = (stats["kept"] + sum(stats["skipped"].values()) + sum(stats["errors"].values())
+                 + sum(sum(r.values()) for r in stats["dropped"].values()))
+    return stats["records_in"] == accounted
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory, data):
+    output = tmp_path_factory.mktemp("sample") / "out"
+    code = main(["curate", "--input", str(data / "warc/sample-crawl/*.warc.gz"), "--output", str(output),
+                 "--no-progress"])
+    return code, output
+
+
+def test_sample_crawl_reads_all_2760_responses(sample_run):
+    code, output = sample_run
+    assert code == 0
+    stats = json.loads((output / "stats.json").read_text())
+    assert identity_holds(stats) and stats["balanced"]
+    non_pages = sum(stats["skipped"].values())
+    assert stats["records_in"] - non_pages == 2760            # every response became a page to extract
+    assert stats["skipped"] == {"metadata_record": 2760, "request_record": 2760, "warcinfo_record": 4}
+    assert stats["errors"] == {}
+    assert stats["kept"] + sum(stats["dropped"]["extract"].values()) == 2760
+    assert stats["chars"]["extract"]["in"] > stats["chars"]["extract"]["out"] > 0
+
+
+def test_sample_crawl_dataset_is_parquet_with_lineage(sample_run, data):
+    _, output = sample_run
+    table = pads.dataset(str(output / "data"), format="parquet").to_table()
+    stats = json.loads((output / "stats.json").read_text())
+    assert table.num_rows == stats["kept"]
+    ids = table.column("id").to_pylist()
+    assert len(set(ids)) == len(ids)
+    manifest = {json.loads(line)["record_id"].strip("<>").split(":")[-1]
+                for line in open(data / "warc/sample-crawl/manifest.jsonl")}
+    assert set(table.column("warc_record_id").to_pylist()) <= manifest
+    assert all(t.strip() for t in table.column("text").to_pylist())
+
+
+def test_rerun_skips_complete_inputs(sample_run, data, capsys):
+    _, output = sample_run
+    shards = sorted((output / "data").iterdir())
+    before = {p: p.stat().st_mtime_ns for p in shards}
+    stats_before = json.loads((output / "stats.json").read_text())
+    code = main(["curate", "--input", str(data / "warc/sample-crawl/*.warc.gz"), "--output", str(output),
+                 "--no-progress"])
+    assert code == 0
+    assert "4 of 4 input files already complete" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in shards} == before
+    stats = json.loads((output / "stats.json").read_text())
+    assert stats["inputs_skipped_as_complete"] == 4
+    assert {k: stats[k] for k in ("records_in", "kept", "skipped", "dropped")} == \
+        {k: stats_before[k] for k in ("records_in", "kept", "skipped", "dropped")}
+
+
+def test_every_shared_warc_runs_to_the_end(data, tmp_path):
+    """Format variety and failure cases: exit 0, identity holds, the clipped record is an error."""
+    output = tmp_path / "out"
+    code = main(["curate", "--input", f"{data}/warc/commoncrawl/*,{data}/warc/other-crawls/*", "--output",
+                 str(output), "--no-progress", "--write-rejected"])
+    assert code == 0
+    stats = json.loads((output / "stats.json").read_text())
+    assert identity_holds(stats) and stats["balanced"] and stats["files"] == 10
+    assert stats["errors"] == {"truncated_record": 1}
+    errors = [json.loads(line) for f in (output / "errors").iterdir() for line in f.read_text().splitlines()]
+    assert len(errors) == 1 and errors[0]["warc_file"].endswith("clipped-truncated-record_resiliparse.warc.gz")
+    assert errors[0]["warc_offset"] == 0 and errors[0]["reason"] == "truncated_record"
+    rejected = pq.read_table(output / "rejected" / "extract")
+    assert rejected.num_rows == sum(stats["dropped"].get("extract", {}).values())
+
+
+def test_missing_input_and_bad_config_are_clear_errors(tmp_path, data, capsys):
+    assert main(["curate", "--input", str(tmp_path / "nothing-*.warc.gz"), "--output", str(tmp_path / "o")]) == 2
+    assert "no input file matches" in capsys.readouterr().err
+    config = tmp_path / "bad.yaml"
+    config.write_text("extract:\n  timeout: 3\n")
+    assert main(["curate", "--input", str(data / "warc/commoncrawl/*.warc.gz"), "--output", str(tmp_path / "o"),
+                 "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) timeout" in err and "timeout_s" in err
+    assert main(["curate", "--output", str(tmp_path / "o")]) == 2
+
+
+def test_help_lists_curate(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["curate", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--input" in out and "--crawl" in out and "Beam" in out
