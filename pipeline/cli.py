@@ -46,7 +46,7 @@ def _run_curate(args, beam_args: list[str]) -> int:
 
     from pipeline.commoncrawl import CC_BASE, resolve_crawl
     from pipeline.config import ConfigError, load_config
-    from pipeline.curate import STAGES, curate, expand_inputs
+    from pipeline.curate import active_stages, curate, expand_inputs
     from pipeline.dataset import format_funnel
 
     if bool(args.input) == bool(args.crawl):
@@ -64,7 +64,7 @@ def _run_curate(args, beam_args: list[str]) -> int:
         print(f"refinery curate: {e}", file=sys.stderr)
         return 2
     result = curate(paths, args.output.rstrip("/"), cfg, beam_args, progress=not args.no_progress)
-    print(format_funnel(result.funnel, STAGES))
+    print(format_funnel(result.funnel, active_stages(cfg)))
     print(f"[curate] {result.inputs} input files ({result.skipped_complete} already complete), "
           f"{result.funnel['kept']:,} documents kept, {result.wall_s:.1f} s; stats in {args.output}/stats.json")
     return 0 if result.funnel["balanced"] else 3

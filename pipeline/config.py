@@ -14,6 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from filters.c4 import C4Config
+from filters.fineweb import FineWebConfig
+from filters.gopher import GopherQualityConfig, GopherRepetitionConfig
+from filters.language import LanguageConfig
+from filters.nsfw import NsfwConfig
+from filters.pii import PiiConfig
+from filters.url import UrlConfig
 from pipeline.extract import ExtractConfig
 from pipeline.warc import ReadConfig
 
@@ -29,9 +36,31 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class StagesConfig:
+    """Which optional stages run (reading, extraction and writing always do)."""
+    url: bool = True
+    language: bool = True
+    gopher_repetition: bool = True
+    gopher_quality: bool = True
+    c4: bool = True
+    fineweb: bool = True
+    nsfw: bool = True
+    pii: bool = True
+
+
+@dataclass(frozen=True)
 class CurateConfig:
+    stages: StagesConfig = field(default_factory=StagesConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
+    url: UrlConfig = field(default_factory=UrlConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
+    gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
+    c4: C4Config = field(default_factory=C4Config)
+    fineweb: FineWebConfig = field(default_factory=FineWebConfig)
+    nsfw: NsfwConfig = field(default_factory=NsfwConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
@@ -42,8 +71,12 @@ def _convert(value, annotation, where: str):
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        inner = typing.get_args(annotation)[0]
-        return tuple(_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+        args = typing.get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:      # tuple[X, ...]
+            args = (args[0],) * len(value)
+        elif len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {value!r}")
+        return tuple(_convert(v, inner, f"{where}[{i}]") for i, (v, inner) in enumerate(zip(value, args)))
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:

@@ -20,12 +20,17 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.config import CurateConfig, to_dict
 from pipeline.dataset import (PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel,
                               write_atomic)
+from pipeline.filtering import IdentifyLanguage, RedactPii, heuristic_filters, url_filter
 from pipeline.stages import ExtractText, ReadWarc
 
 log = logging.getLogger(__name__)
 
-# Stages that can drop documents, in pipeline order (for the funnel table).
-STAGES = ["extract"]
+# Stages in pipeline order (for the funnel table); the ones a config turns off are left out of a run's list.
+STAGES = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "nsfw", "pii"]
+
+
+def active_stages(cfg: CurateConfig) -> list[str]:
+    return [s for s in STAGES if s == "extract" or getattr(cfg.stages, s)]
 
 
 def expand_inputs(specs: list[str]) -> list[str]:
@@ -44,12 +49,20 @@ def expand_inputs(specs: list[str]) -> list[str]:
 
 
 def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_dir: str):
-    """The curation graph on `pipeline`; returns the PCollection of per-file progress markers."""
-    keep = cfg.output.write_rejected
-    return (pipeline
-            | "ReadWarc" >> ReadWarc(paths, cfg.read)
-            | "ExtractText" >> ExtractText(cfg.extract, keep_rejected=keep)
-            | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors))
+    """The curation graph on `pipeline`, cheapest stages first; returns the per-file progress markers."""
+    keep, on = cfg.output.write_rejected, cfg.stages
+    docs = pipeline | "ReadWarc" >> ReadWarc(paths, cfg.read)
+    if on.url:
+        docs = docs | "UrlFilter" >> url_filter(cfg.url, keep)
+    docs = docs | "ExtractText" >> ExtractText(cfg.extract, keep_rejected=keep)
+    if on.language:
+        docs = docs | "Language" >> IdentifyLanguage(cfg.language, keep)
+    for label, transform in heuristic_filters(cfg, keep):
+        if getattr(on, transform.name):
+            docs = docs | label >> transform
+    if on.pii:
+        docs = docs | "RedactPii" >> RedactPii(cfg.pii)
+    return docs | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors)
 
 
 def runner_options(beam_args: list[str]) -> PipelineOptions:
@@ -123,7 +136,7 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
         raise RuntimeError(f"{len(missing)} input files have no complete output, e.g. {missing[0]}")
     funnel = total_funnel([markers[p] for p in paths])
     wall_s = time.monotonic() - started
-    stats = {**funnel, "stages": STAGES, "inputs": len(paths), "inputs_skipped_as_complete": len(paths) - len(todo),
+    stats = {**funnel, "stages": active_stages(cfg), "inputs": len(paths), "inputs_skipped_as_complete": len(paths) - len(todo),
              "wall_s": round(wall_s, 2), "config": to_dict(cfg),
              "shards": {shard_name(p): p for p in paths}}
     write_atomic(join(output_dir, "stats.json"), json.dumps(stats, indent=1).encode())

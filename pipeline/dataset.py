@@ -31,7 +31,13 @@ SCHEMA = pa.schema([
     ("title", pa.string()),
     ("date", pa.string()),              # publication date the page declares (YYYY-MM-DD) or ''
     ("crawl_date", pa.string()),        # WARC-Date
-    ("language_hint", pa.string()),     # <html lang> or Content-Language; language ID is a later stage
+    ("language_hint", pa.string()),     # <html lang> or Content-Language
+    ("language", pa.string()),          # fastText lid.176
+    ("language_score", pa.float32()),
+    ("pii_email", pa.int32()),          # placeholders put in by PII redaction, per type
+    ("pii_ip", pa.int32()),
+    ("pii_phone", pa.int32()),
+    ("pii_card", pa.int32()),
     ("charset", pa.string()),           # the codec the HTML was decoded with
     ("warc_file", pa.string()),
     ("warc_record_id", pa.string()),

@@ -165,36 +165,48 @@ class ExtractText(beam.PTransform):
 
 
 class ApplyFilterDoFn(_DocDoFn):
-    def __init__(self, name: str, check: Callable, reasons: type[enum.Enum], field: str, keep_rejected: bool):
+    def __init__(self, name: str, check: Callable, reasons: type[enum.Enum], field: str | None,
+                 load: Callable | None, keep_rejected: bool):
         self.name, self.check, self.reasons = name, check, reasons
-        self.field, self.keep_rejected = field, keep_rejected
+        self.field, self.load, self.keep_rejected = field, load, keep_rejected
 
     def setup(self):
         self.counters = _Counters(self.name)
+        self.resource = self.load() if self.load is not None else None   # word lists, once per worker
 
     def process_doc(self, doc):
-        reason = self.check(doc[self.field])
+        value = doc if self.field is None else doc[self.field]
+        result = self.check(value) if self.load is None else self.check(value, self.resource)
         chars = len(doc.get("text", ""))
-        if reason is None:
+        if isinstance(result, tuple):          # a filter that also cleans: (new text, reason or None)
+            text, result = result
+            if result is None:
+                doc["text"] = text
+        if result is None:
             self.counters.inc("kept")
-            doc["trace"].append((self.name, chars, chars))
+            doc["trace"].append((self.name, chars, len(doc.get("text", ""))))
             yield doc
             return
-        reason = self.reasons(reason)    # a check that returns something outside its Reason enum is a bug
+        reason = self.reasons(result)    # a check that returns something outside its Reason enum is a bug
         self.counters.inc(reason.value)
         doc["trace"].append((self.name, chars, 0))
         yield items.dropped(doc, self.name, reason.value, self.keep_rejected)
 
 
 class ApplyFilter(beam.PTransform):
-    """Wraps a pure check `check(doc[field]) -> Reason | None`: counts keeps and each reason, tags drops."""
+    """Wraps a pure check: counts keeps and each reason as Beam counters, tags dropped documents.
 
-    def __init__(self, name: str, check: Callable, reasons: type[enum.Enum], field: str = "text",
-                 keep_rejected: bool = False):
+    `check(doc[field])` (or `check(doc)` when `field` is None) returns a Reason or None; a check that also
+    cleans returns `(new_text, Reason | None)`. With `load`, the check is called as `check(value, resource)`
+    where `resource = load()` runs once per worker (word lists, models).
+    """
+
+    def __init__(self, name: str, check: Callable, reasons: type[enum.Enum], field: str | None = "text",
+                 load: Callable | None = None, keep_rejected: bool = False):
         super().__init__()
         self.name, self.check, self.reasons, self.field = name, check, reasons, field
-        self.keep_rejected = keep_rejected
+        self.load, self.keep_rejected = load, keep_rejected
 
     def expand(self, pcoll):
         return pcoll | f"Check_{self.name}" >> beam.ParDo(
-            ApplyFilterDoFn(self.name, self.check, self.reasons, self.field, self.keep_rejected))
+            ApplyFilterDoFn(self.name, self.check, self.reasons, self.field, self.load, self.keep_rejected))

@@ -32,7 +32,8 @@ def test_sample_crawl_reads_all_2760_responses(sample_run):
     assert stats["records_in"] - non_pages == 2760            # every response became a page to extract
     assert stats["skipped"] == {"metadata_record": 2760, "request_record": 2760, "warcinfo_record": 4}
     assert stats["errors"] == {}
-    assert stats["kept"] + sum(stats["dropped"]["extract"].values()) == 2760
+    assert stats["kept"] + sum(sum(r.values()) for r in stats["dropped"].values()) == 2760
+    assert set(stats["dropped"]) <= set(stats["stages"]) and set(stats["chars"]) == set(stats["stages"])
     assert stats["chars"]["extract"]["in"] > stats["chars"]["extract"]["out"] > 0
 
 
@@ -47,6 +48,50 @@ def test_sample_crawl_dataset_is_parquet_with_lineage(sample_run, data):
                 for line in open(data / "warc/sample-crawl/manifest.jsonl")}
     assert set(table.column("warc_record_id").to_pylist()) <= manifest
     assert all(t.strip() for t in table.column("text").to_pylist())
+
+
+def test_sample_crawl_dataset_holds_no_pii(sample_run):
+    """No e-mail address, public IPv4 address or Luhn-valid card number survives into the dataset."""
+    import ipaddress
+    import re
+
+    from filters.pii import luhn_valid
+    _, output = sample_run
+    table = pads.dataset(str(output / "data"), format="parquet").to_table(columns=["text", "pii_email"])
+    texts = table.column("text").to_pylist()
+    assert sum(table.column("pii_email").to_pylist()) > 0           # there were addresses to redact
+    emails = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
+    ipv4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]\d)")
+    cards = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+    for text in texts:
+        assert not emails.search(text)
+        for match in ipv4.finditer(text):
+            try:
+                address = ipaddress.IPv4Address(match.group(0))
+            except ValueError:
+                continue
+            context = text[max(0, match.start() - 10):match.start()].lower()
+            assert not address.is_global or re.search(r"\b(?:version|ver\.?|v)\s*$", context), match.group(0)
+        for match in cards.finditer(text):
+            digits = re.sub(r"[ -]", "", match.group(0))
+            assert not luhn_valid(digits), match.group(0)
+
+
+def test_spam_pages_are_removed_with_reasons(data, tmp_path):
+    """The 8 adult and gambling spam pages of the 2020 Common Crawl sample (SOURCES.md) never reach the data."""
+    spam = {"037426.cn", "0513mt.com", "05925.net", "096355.com",            # adult video
+            "041696.com", "077678u.info", "0755krk.com", "035.psb556.com"}   # lottery / gambling
+    output = tmp_path / "out"
+    assert main(["curate", "--input", str(data / "warc/commoncrawl/cc-main-2020-34_resiliparse-warcfile.warc.gz"),
+                 "--output", str(output), "--no-progress", "--write-rejected"]) == 0
+    host = lambda url: url.split("/")[2]
+    kept = pads.dataset(str(output / "data"), format="parquet").to_table(columns=["url"]).column("url").to_pylist()
+    rejected = pads.dataset(str(output / "rejected"), format="parquet").to_table(
+        columns=["url", "stage", "reason"]).to_pylist()
+    assert not spam & {host(u) for u in kept}
+    reasons = {host(r["url"]): (r["stage"], r["reason"]) for r in rejected}
+    assert spam <= set(reasons)
+    assert all(stage and reason for stage, reason in (reasons[h] for h in spam))
 
 
 def test_rerun_skips_complete_inputs(sample_run, data, capsys):
