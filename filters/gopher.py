@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from filters.text import ALNUM, LETTER, UNSPACED_LANGUAGES, base_language, distinct_stop_words, lines, paragraphs, \
-    split_words
+from filters.text import ALNUM, LETTER, UNSPACED_LANGUAGES, base_language, count_letterless_tokens, \
+    distinct_stop_words, lines, paragraphs, spaced, split_words, symbol_tokens
 
 # The paper's English stop words ("at least two of the, be, to, of, and, that, have, with").
 UNSPACED_NGRAM_SCALE = 2
@@ -106,9 +106,9 @@ def check_gopher_repetition(text: str, cfg: GopherRepetitionConfig = GopherRepet
     if line_dup_chars / chars > cfg.max_duplicate_line_char_fraction:
         return RepetitionReason.DUPLICATE_LINE_CHARS
     words = split_words(text, language)
-    vocabulary = {}
-    ids = np.fromiter((vocabulary.setdefault(w, len(vocabulary)) for w in words), dtype=np.uint64, count=len(words))
-    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    # word ids: Python's string hash (cached on each str, and only compared within this call)
+    ids = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     word_chars = int(lengths.sum()) or 1
     # In unspaced languages a "word" is one character; a word there averages about two, so n-grams of
     # 2n characters stand in for the paper's n-grams of words.
@@ -116,9 +116,15 @@ def check_gopher_repetition(text: str, cfg: GopherRepetitionConfig = GopherRepet
     for n, limit in cfg.max_top_ngram_char_fraction:
         if _top_ngram_chars(ids, lengths, n * scale) / word_chars > limit:
             return RepetitionReason.TOP_NGRAM
-    for n, limit in cfg.max_duplicate_ngram_char_fraction:
-        if _duplicate_ngram_chars(ids, lengths, n * scale) / word_chars > limit:
+    # Words covered by repeated n-grams are a subset of those covered by repeated m-grams for m < n, so once
+    # the fraction for the smallest n is under every remaining limit, the larger n cannot fail.
+    by_n = sorted(cfg.max_duplicate_ngram_char_fraction)
+    for i, (n, limit) in enumerate(by_n):
+        fraction = _duplicate_ngram_chars(ids, lengths, n * scale) / word_chars
+        if fraction > limit:
             return RepetitionReason.DUPLICATE_NGRAMS
+        if all(fraction <= later for _, later in by_n[i + 1:]):
+            break
     return None
 
 
@@ -162,14 +168,21 @@ def check_gopher_quality(text: str, cfg: GopherQualityConfig = GopherQualityConf
     languages written without spaces the mean-word-length rule does not apply (a "word" is a character).
     """
     words = split_words(text, language)
-    content_words = [w for w, alnum in zip(words, map(_ALNUM_SEARCH, words)) if alnum]   # not symbols only
-    n = len(content_words)
+    if spaced(text):    # whole-text regex passes instead of a test per word
+        symbols_only = symbol_tokens(text)
+        n = len(words) - len(symbols_only)
+        content_chars = sum(map(len, words)) - sum(map(len, symbols_only))
+        letterless = count_letterless_tokens(text)
+    else:
+        content = [w for w, alnum in zip(words, map(_ALNUM_SEARCH, words)) if alnum]
+        n, content_chars = len(content), sum(map(len, content))
+        letterless = len(words) - sum(map(bool, map(_LETTER_SEARCH, words)))
     if n < cfg.min_words:
         return QualityReason.TOO_FEW_WORDS
     if n > cfg.max_words:
         return QualityReason.TOO_MANY_WORDS
     if base_language(language) not in UNSPACED_LANGUAGES:
-        mean_chars = sum(map(len, content_words)) / n
+        mean_chars = content_chars / n
         if mean_chars < cfg.min_mean_word_chars:
             return QualityReason.SHORT_WORDS
         if mean_chars > cfg.max_mean_word_chars:
@@ -182,7 +195,7 @@ def check_gopher_quality(text: str, cfg: GopherQualityConfig = GopherQualityConf
         return QualityReason.BULLET_LINES
     if sum(line.endswith(_ELLIPSES) for line in text_lines) / len(text_lines) > cfg.max_ellipsis_line_fraction:
         return QualityReason.ELLIPSIS_LINES
-    if sum(map(bool, map(_LETTER_SEARCH, words))) / len(words) < cfg.min_alpha_word_fraction:
+    if 1 - letterless / len(words) < cfg.min_alpha_word_fraction:
         return QualityReason.FEW_ALPHA_WORDS
     if stop_words is None:
         stop_words = GOPHER_STOP_WORDS

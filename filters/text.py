@@ -48,6 +48,25 @@ LETTER = re.compile(r"[^\W\d_]")
 _LETTERS = re.compile(r"[^\W\d_]+")
 
 
+_SYMBOL_TOKEN = re.compile(r"(?<!\S)(?:[^\w\s]|_)+(?!\S)")         # no letter, no digit
+_LETTERLESS_TOKEN = re.compile(r"(?<!\S)(?:[\d_]|[^\w\s])+(?!\S)")   # no letter
+
+
+def spaced(text: str) -> bool:
+    """Whether `split_words` splits this text on whitespace alone (no CJK or Thai-family script in it)."""
+    return _UNSPACED_SCRIPT.search(text) is None
+
+
+def symbol_tokens(text: str) -> list[str]:
+    """The whitespace-separated tokens of `text` that hold no letter or digit (one regex pass)."""
+    return _SYMBOL_TOKEN.findall(text)
+
+
+def count_letterless_tokens(text: str) -> int:
+    """How many whitespace-separated tokens of `text` hold no letter (one regex pass)."""
+    return len(_LETTERLESS_TOKEN.findall(text))
+
+
 def is_symbol_word(word: str) -> bool:
     """A token with no letter or digit in it (punctuation, symbols, emoji)."""
     return ALNUM.search(word) is None
