@@ -63,7 +63,11 @@ def _run_curate(args, beam_args: list[str]) -> int:
     except (ConfigError, FileNotFoundError, ValueError, OSError) as e:
         print(f"refinery curate: {e}", file=sys.stderr)
         return 2
-    result = curate(paths, args.output.rstrip("/"), cfg, beam_args, progress=not args.no_progress)
+    try:
+        result = curate(paths, args.output.rstrip("/"), cfg, beam_args, progress=not args.no_progress)
+    except FileNotFoundError as e:     # a word list or model the config names is missing
+        print(f"refinery curate: {e}", file=sys.stderr)
+        return 2
     print(format_funnel(result.funnel, active_stages(cfg)))
     print(f"[curate] {result.inputs} input files ({result.skipped_complete} already complete), "
           f"{result.funnel['kept']:,} documents kept, {result.wall_s:.1f} s; stats in {args.output}/stats.json")

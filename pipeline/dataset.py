@@ -221,7 +221,7 @@ def format_funnel(funnel: dict, stages: list[str]) -> str:
     for stage in stages:
         reasons = funnel["dropped"].get(stage, {})
         c = funnel["chars"].get(stage)
-        chars = f"chars in {c['in']:>13,}  out {c['out']:>13,}" if c else ""
+        chars = f"chars in {c['in']:>13,}  out {c['out']:>13,}" if c and c["in"] else ""
         rows.append((f"  dropped at {stage}", sum(reasons.values()), chars))
         for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
             rows.append((f"    {reason}", n, ""))

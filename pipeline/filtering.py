@@ -187,6 +187,8 @@ class IdentifyLanguage(beam.PTransform):
         super().__init__()
         self.cfg, self.keep_rejected = cfg, keep_rejected
         self.model_path = language_model_path(cfg)
+        if not FileSystems.exists(self.model_path):
+            raise FileNotFoundError(f"language ID model not found: {self.model_path}")
 
     def expand(self, pcoll):
         return pcoll | "Identify" >> beam.ParDo(IdentifyLanguageDoFn(self.cfg, self.model_path, self.keep_rejected))

@@ -38,7 +38,7 @@ _HTTP_PARSER = StatusAndHeadersParser(["HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/2
 @dataclass(frozen=True)
 class ReadConfig:
     max_body_bytes: int = 5 * 2**20      # decompressed payload cap; CC itself truncates payloads at 1 MiB
-    split_bytes: int = 8 * 2**20         # chunk size for per-record gzip files: several per worker balance load
+    split_bytes: int = 2 * 2**20         # chunk size for per-record gzip files: many per worker balance load
     html_types: tuple[str, ...] = ("text/html", "application/xhtml+xml")
 
     def __post_init__(self):

@@ -1,3 +1,5 @@
+import gzip
+import json
 import logging
 from pathlib import Path
 
@@ -16,3 +18,35 @@ def data() -> Path:
 @pytest.fixture(scope="session")
 def sample_warcs(data) -> list[str]:
     return sorted(str(p) for p in (data / "warc" / "sample-crawl").glob("*.warc.gz"))
+
+
+@pytest.fixture(scope="session")
+def articles(data) -> list[str]:
+    """Clean English article bodies (scrapinghub benchmark gold), longest first."""
+    truth = json.loads((data / "extraction/scrapinghub-article-extraction-benchmark/ground-truth.json").read_text())
+    return sorted((v["articleBody"] for v in truth.values()), key=len, reverse=True)
+
+
+@pytest.fixture(scope="session")
+def article(articles) -> str:
+    """A real news article of a few thousand characters that passes every heuristic filter."""
+    from filters.c4 import clean_c4
+    from filters.fineweb import check_fineweb
+    from filters.gopher import check_gopher_quality, check_gopher_repetition
+    for text in articles[20:]:
+        if 3000 < len(text) < 8000 and check_gopher_repetition(text) is None and check_gopher_quality(text) is None \
+                and clean_c4(text)[1] is None and check_fineweb(text) is None:
+            return text
+    raise AssertionError("no clean article found")
+
+
+@pytest.fixture(scope="session")
+def chinese(data) -> list[str]:
+    root = data / "extraction/htmltotext-benchmark-multilingual/zh/text"
+    return [p.read_text(encoding="utf-8") for p in sorted(root.glob("*.txt"))]
+
+
+@pytest.fixture(scope="session")
+def dolma_docs(data) -> list[dict]:
+    with gzip.open(data / "text/dolma-cc-docs/cc-main-2023-06_documents-000.jsonl.gz", "rt") as fh:
+        return [json.loads(line) for line in fh]
