@@ -4,7 +4,10 @@ The floor is a sequential loop of plain `trafilatura.extract` over the same HTML
 timed), divided by the cores the pipeline may use. Goal: pipeline wall time <= 1.3 x floor. Runs curate twice:
 extraction only (the plumbing) and the full default chain of filters.
 
-    python bench/bench_curate_speed.py [--limit-files N] [--workers N] [--config FILE ...]
+The pipeline runs and the baselines alternate in rounds and medians are reported: on a shared 2-vCPU machine
+the speed of the same loop drifts by tens of percent over minutes, so one of each is not a comparison.
+
+    python bench/bench_curate_speed.py [--repeat R] [--limit-files N] [--workers N] [--config FILE ...]
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,10 +58,34 @@ def parallel_floor(pages: list[Page], workers: int) -> float:
         return time.perf_counter() - started
 
 
+def run_curate(paths: list[str], config: str, workers: int) -> tuple[float, dict]:
+    output = tempfile.mkdtemp(prefix="bench-curate-")
+    try:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pipeline.cli", "curate", "--input", ",".join(paths), "--output", output,
+                        "--config", config, "--no-progress", f"--direct_num_workers={workers}"],
+                       check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - started
+        with open(os.path.join(output, "stats.json")) as fh:
+            return wall, json.load(fh)
+    finally:
+        shutil.rmtree(output, ignore_errors=True)
+
+
+def sequential(pages: list[Page]) -> float:
+    started = time.perf_counter()
+    for page in pages:
+        trafilatura.extract(page.body, url=page.url, favor_precision=True, include_comments=False)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit-files", type=int, default=None, help="use only the first N WARC files")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="pipeline workers (default: cores)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds; each round runs every measurement once, in turn, and medians are reported "
+                             "(this machine's speed drifts by tens of percent over minutes)")
     parser.add_argument("--config", action="append", default=[],
                         help="run curate with this config (repeatable; default: configs/extract-only.yaml and "
                              "configs/sample.yaml)")
@@ -65,38 +93,35 @@ def main() -> None:
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
     paths = sorted(glob.glob(str(shared_data_dir() / "warc/sample-crawl/*.warc.gz")))[:args.limit_files]
     pages = read_pages(paths)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    configs = args.config or [os.path.join(root, "configs/extract-only.yaml"), os.path.join(root, "configs/sample.yaml")]
 
-    started = time.perf_counter()
-    for page in pages:
-        trafilatura.extract(page.body, url=page.url, favor_precision=True, include_comments=False)
-    trafilatura_s = time.perf_counter() - started
-    floor_s = trafilatura_s / args.workers
-    parallel_s = parallel_floor(pages, args.workers)
+    times = {"sequential": [], "pool": [], **{c: [] for c in configs}}
+    kept = {}
+    for round_ in range(args.repeat):
+        for config in configs:
+            wall, stats = run_curate(paths, config, args.workers)
+            times[config].append(wall)
+            kept[config] = (stats["kept"], stats["balanced"])
+        times["sequential"].append(sequential(pages))
+        times["pool"].append(parallel_floor(pages, args.workers))
+        print(f"round {round_ + 1}: " + ", ".join(f"{os.path.basename(k)} {v[-1]:.1f} s" for k, v in times.items()),
+              flush=True)
+    median = {k: statistics.median(v) for k, v in times.items()}
+    floor_s = median["sequential"] / args.workers
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, trafilatura {trafilatura.__version__}")
+          f"python {platform.python_version()}, trafilatura {trafilatura.__version__}; medians of {args.repeat}")
     print(f"pages: {len(pages)} from {len(paths)} WARC files")
-    print(f"trafilatura.extract sequential: {trafilatura_s:.1f} s = {len(pages) / trafilatura_s:.1f} pages/s per core")
-    print(f"floor (sequential / {args.workers} workers): {floor_s:.1f} s")
-    print(f"plain trafilatura.extract in a pool of {args.workers} processes: {parallel_s:.1f} s "
-          f"(speed-up {trafilatura_s / parallel_s:.2f} on {args.workers} cores)")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for config in args.config or [os.path.join(root, "configs/extract-only.yaml"), os.path.join(root, "configs/sample.yaml")]:
-        output = tempfile.mkdtemp(prefix="bench-curate-")
-        try:
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "pipeline.cli", "curate", "--input", ",".join(paths),
-                            "--output", output, "--config", config, "--no-progress",
-                            f"--direct_num_workers={args.workers}"], check=True, stdout=subprocess.DEVNULL)
-            pipeline_s = time.perf_counter() - started
-            with open(os.path.join(output, "stats.json")) as fh:
-                stats = json.load(fh)
-        finally:
-            shutil.rmtree(output, ignore_errors=True)
-        print(f"refinery curate --config {os.path.basename(config)}: {pipeline_s:.1f} s wall = "
-              f"{len(pages) / pipeline_s:.1f} pages/s, kept {stats['kept']} "
-              f"(identity {'holds' if stats['balanced'] else 'FAILS'}); ratio to floor {pipeline_s / floor_s:.2f}"
-              f" (goal <= 1.30), to the process pool {pipeline_s / parallel_s:.2f}")
+    print(f"trafilatura.extract sequential: {median['sequential']:.1f} s = "
+          f"{len(pages) / median['sequential']:.1f} pages/s per core; floor (/ {args.workers} workers) {floor_s:.1f} s")
+    print(f"plain trafilatura.extract in a pool of {args.workers} processes: {median['pool']:.1f} s "
+          f"(speed-up {median['sequential'] / median['pool']:.2f} on {args.workers} cores)")
+    for config in configs:
+        wall = median[config]
+        print(f"refinery curate --config {os.path.basename(config)}: {wall:.1f} s wall = {len(pages) / wall:.1f} "
+              f"pages/s, kept {kept[config][0]} (identity {'holds' if kept[config][1] else 'FAILS'}); "
+              f"ratio to floor {wall / floor_s:.2f} (goal <= 1.30), to the process pool {wall / median['pool']:.2f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ refinery curate --input '../shared/data/warc/sample-crawl/*.warc.gz' --output ou
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -48,6 +49,11 @@ def expand_inputs(specs: list[str]) -> list[str]:
     return sorted(set(paths))
 
 
+def config_sha(cfg: CurateConfig) -> str:
+    """Fingerprint of everything that decides the output: a rerun only skips inputs written under the same."""
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_dir: str):
     """The curation graph on `pipeline`, cheapest stages first; returns the per-file progress markers."""
     keep, on = cfg.output.write_rejected, cfg.stages
@@ -62,7 +68,7 @@ def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_d
             docs = docs | label >> transform
     if on.pii:
         docs = docs | "RedactPii" >> RedactPii(cfg.pii)
-    return docs | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors)
+    return docs | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors, config_sha(cfg))
 
 
 def runner_options(beam_args: list[str]) -> PipelineOptions:
@@ -114,8 +120,16 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
            progress: bool = True) -> CurateResult:
     """Run the job over `paths`, skipping inputs already complete in `output_dir`; write stats.json."""
     started = time.monotonic()
-    done = completed_inputs(output_dir) if FileSystems.exists(output_dir) else {}
+    sha = config_sha(cfg)
+    existing = completed_inputs(output_dir) if FileSystems.exists(output_dir) else {}
+    done = {p: m for p, m in existing.items() if m.get("config_sha") == sha}
     todo = [p for p in paths if p not in done]
+    stale = [p for p in todo if p in existing]
+    if stale:    # written under another config: remove what they wrote, so no old shard outlives its input
+        print(f"[curate] {len(stale)} input files were written under another config: redoing them", flush=True)
+        for path in stale:
+            old = [join(output_dir, out) for out in existing[path]["outputs"]]
+            FileSystems.delete(old + [join(output_dir, PROGRESS_DIR, f"{shard_name(path)}.json")])
     if done:
         print(f"[curate] {len(paths) - len(todo)} of {len(paths)} input files already complete in "
               f"{output_dir}: skipped", flush=True)
@@ -130,7 +144,7 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
         finally:
             if reporter:
                 reporter.stop.set()
-    markers = completed_inputs(output_dir)
+    markers = completed_inputs(output_dir, sha)
     missing = [p for p in paths if p not in markers]
     if missing:
         raise RuntimeError(f"{len(missing)} input files have no complete output, e.g. {missing[0]}")

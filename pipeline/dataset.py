@@ -118,8 +118,9 @@ def file_funnel(file_items: list[dict]) -> dict:
 class WriteFileDoFn(beam.DoFn):
     """(input path, its items) → data/<name>.parquet, errors/, rejected/, then the progress marker."""
 
-    def __init__(self, output_dir: str, write_rejected: bool, write_errors: bool):
+    def __init__(self, output_dir: str, write_rejected: bool, write_errors: bool, config_sha: str):
         self.output_dir, self.write_rejected, self.write_errors = output_dir, write_rejected, write_errors
+        self.config_sha = config_sha
 
     def process(self, element):
         path, file_items = element
@@ -151,7 +152,7 @@ class WriteFileDoFn(beam.DoFn):
                 write_atomic(join(self.output_dir, "rejected", stage, f"{name}.parquet"),
                              _parquet_bytes(rows, REJECTED_SCHEMA))
                 written.append(f"rejected/{stage}/{name}.parquet")
-        marker = {"input": path, "outputs": written, **funnel}
+        marker = {"input": path, "outputs": written, "config_sha": self.config_sha, **funnel}
         write_atomic(join(self.output_dir, PROGRESS_DIR, f"{name}.json"), json.dumps(marker, indent=1).encode())
         yield marker
 
@@ -159,21 +160,25 @@ class WriteFileDoFn(beam.DoFn):
 class WriteDataset(beam.PTransform):
     """Items → one Parquet shard per input file plus errors/, rejected/ and a progress marker per file."""
 
-    def __init__(self, output_dir: str, write_rejected: bool = False, write_errors: bool = True):
+    def __init__(self, output_dir: str, write_rejected: bool = False, write_errors: bool = True,
+                 config_sha: str = ""):
         super().__init__()
         self.output_dir, self.write_rejected, self.write_errors = output_dir, write_rejected, write_errors
+        self.config_sha = config_sha
 
     def expand(self, pcoll):
         return (pcoll
                 | "KeyByFile" >> beam.Map(lambda item: (item["warc_file"], item))
                 | "GroupByFile" >> beam.GroupByKey()
-                | "WriteFile" >> beam.ParDo(WriteFileDoFn(self.output_dir, self.write_rejected, self.write_errors)))
+                | "WriteFile" >> beam.ParDo(WriteFileDoFn(self.output_dir, self.write_rejected, self.write_errors,
+                                                         self.config_sha)))
 
 
 # ---------------------------------------------------------------------------------------------- the whole funnel
 
-def completed_inputs(output_dir: str) -> dict[str, dict]:
-    """Input path → progress marker, for inputs whose outputs are all present."""
+def completed_inputs(output_dir: str, config_sha: str | None = None) -> dict[str, dict]:
+    """Input path → progress marker, for inputs whose outputs are all present (and, if `config_sha` is
+    given, that were written under that config)."""
     pattern = join(output_dir, PROGRESS_DIR, "*.json")
     done = {}
     for match in FileSystems.match([pattern])[0].metadata_list:
@@ -182,6 +187,8 @@ def completed_inputs(output_dir: str) -> dict[str, dict]:
                 marker = json.loads(fh.read())
             except ValueError:
                 continue     # a marker is written atomically; an unreadable one means redo that input
+        if config_sha is not None and marker.get("config_sha") != config_sha:
+            continue
         if all(FileSystems.exists(join(output_dir, out)) for out in marker.get("outputs", [])):
             done[marker["input"]] = marker
     return done

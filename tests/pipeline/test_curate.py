@@ -126,6 +126,21 @@ def test_every_shared_warc_runs_to_the_end(data, tmp_path):
     assert rejected.num_rows == sum(stats["dropped"].get("extract", {}).values())
 
 
+def test_rerun_with_another_config_redoes_the_inputs(data, tmp_path, capsys):
+    warc = str(data / "warc/commoncrawl/cc-main-2020-34_resiliparse-warcfile.warc.gz")
+    output = tmp_path / "out"
+    assert main(["curate", "--input", warc, "--output", str(output), "--no-progress", "--write-rejected"]) == 0
+    first = json.loads((output / "stats.json").read_text())
+    assert (output / "rejected").exists()
+    extract_only = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "configs/extract-only.yaml")
+    assert main(["curate", "--input", warc, "--output", str(output), "--no-progress", "--config", extract_only]) == 0
+    assert "written under another config: redoing them" in capsys.readouterr().out
+    second = json.loads((output / "stats.json").read_text())
+    assert second["inputs_skipped_as_complete"] == 0 and second["kept"] > first["kept"]
+    assert not any((output / "rejected").rglob("*.parquet"))     # the old run's rejected shards are gone
+    assert set(second["dropped"]) <= {"extract"}
+
+
 def test_missing_input_and_bad_config_are_clear_errors(tmp_path, data, capsys):
     assert main(["curate", "--input", str(tmp_path / "nothing-*.warc.gz"), "--output", str(tmp_path / "o")]) == 2
     assert "no input file matches" in capsys.readouterr().err
