@@ -12,7 +12,6 @@ the speed of the same loop drifts by tens of percent over minutes, so one of eac
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import multiprocessing
@@ -27,18 +26,8 @@ import time
 
 import trafilatura
 
-from pipeline.shared_data import shared_data_dir
-from pipeline.warc import Page, ReadConfig, plan_chunks, read_chunk
-
-
-def read_pages(paths: list[str]) -> list[Page]:
-    pages = []
-    for path in paths:
-        with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
-        for chunk in plan_chunks(path, os.path.getsize(path), head, 1 << 40):
-            pages.extend(o for o in read_chunk(chunk, ReadConfig()) if isinstance(o, Page))
-    return pages
+from pages import read_pages, sample_crawl_paths
+from pipeline.warc import Page
 
 
 def _extract(page: tuple[bytes, str]) -> bool:
@@ -91,7 +80,7 @@ def main() -> None:
                              "configs/sample.yaml)")
     args = parser.parse_args()
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
-    paths = sorted(glob.glob(str(shared_data_dir() / "warc/sample-crawl/*.warc.gz")))[:args.limit_files]
+    paths = sample_crawl_paths()[:args.limit_files]
     pages = read_pages(paths)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     configs = args.config or [os.path.join(root, "configs/extract-only.yaml"), os.path.join(root, "configs/sample.yaml")]

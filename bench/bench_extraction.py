@@ -27,7 +27,7 @@ import pyarrow.dataset as pads
 import trafilatura
 
 from pipeline.shared_data import shared_data_dir
-from pipeline.warc import Page, ReadConfig, plan_chunks, read_chunk
+from pages import read_pages, sample_crawl_paths
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 _CLEANEVAL_MARK = re.compile(r"<(?:p|h|l)>", re.I)
@@ -86,15 +86,9 @@ def main() -> None:
     table = pads.dataset(os.path.join(output, "data"), format="parquet").to_table(columns=["warc_record_id", "text"])
     ours = dict(zip(table.column("warc_record_id").to_pylist(), table.column("text").to_pylist()))
 
-    plain = {}
-    for path in sorted((data / "warc/sample-crawl").glob("*.warc.gz")):
-        with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
-        for chunk in plan_chunks(str(path), path.stat().st_size, head, 1 << 40):
-            for outcome in read_chunk(chunk, ReadConfig()):
-                if isinstance(outcome, Page) and outcome.record_id in gold:
-                    plain[outcome.record_id] = trafilatura.extract(
-                        outcome.body, url=outcome.url, favor_precision=True, include_comments=False) or ""
+    plain = {page.record_id: trafilatura.extract(page.body, url=page.url, favor_precision=True,
+                                                 include_comments=False) or ""
+             for page in read_pages(sample_crawl_paths()) if page.record_id in gold}
 
     scores = defaultdict(lambda: {"ours": [], "plain": []})
     for rid, text in gold.items():

@@ -14,7 +14,6 @@ All on the sample crawl, in one run:
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib.metadata
 import logging
 import os
@@ -29,17 +28,12 @@ from filters.text import base_language
 from pipeline.extract import ExtractConfig, extract_page
 from pipeline.filtering import (STOP_WORDS, blocklist_domains, language_model_path, load_bad_words, load_stop_words,
                                 load_url_lists, resolve, resolved_url_config)
-from pipeline.shared_data import shared_data_dir
-from pipeline.warc import Page, ReadConfig, plan_chunks, read_chunk
+from pages import read_pages, sample_crawl_paths
+from pipeline.warc import Page
 
 
-def read_pages(limit: int | None) -> list[Page]:
-    pages = []
-    for path in sorted(glob.glob(str(shared_data_dir() / "warc/sample-crawl/*.warc.gz"))):
-        with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
-        for chunk in plan_chunks(path, os.path.getsize(path), head, 1 << 40):
-            pages.extend(o for o in read_chunk(chunk, ReadConfig()) if isinstance(o, Page))
+def random_pages(limit: int | None) -> list[Page]:
+    pages = read_pages(sample_crawl_paths())
     random.Random(0).shuffle(pages)
     return pages[:limit]
 
@@ -162,7 +156,7 @@ def main() -> None:
     parser.add_argument("--blocklist", help="UT1 list (default: the one inside the installed datatrove wheel)")
     args = parser.parse_args()
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
-    pages = read_pages(args.limit)
+    pages = random_pages(args.limit)
     totals = {}
     extracted = timed("extract (trafilatura)", lambda p: extract_page(p.body, p.content_type, p.url, ExtractConfig()),
                       pages, totals)

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from filters.gopher import (GOPHER_STOP_WORDS, GopherQualityConfig, GopherRepetitionConfig, QualityReason, RepetitionReason,
+from filters.gopher import (GOPHER_STOP_WORDS, GopherQualityConfig, QualityReason, RepetitionReason,
                             check_gopher_quality, check_gopher_repetition)
 
 

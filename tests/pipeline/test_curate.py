@@ -1,6 +1,5 @@
 """`refinery curate` end to end on the real WARCs in ../shared/data/warc."""
 import json
-import os
 
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
