@@ -20,6 +20,6 @@ setup(
         "sentencepiece>=0.2",
         "torch>=2.4",
     ],
-    extras_require={"dev": ["pytest>=8", "hypothesis>=6"]},
+    extras_require={"dev": ["pytest>=8", "hypothesis>=6", "networkx>=3"]},
     entry_points={"console_scripts": ["refinery=pipeline.cli:main"]},
 )

@@ -36,6 +36,9 @@ def _curate_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="YAML run config (default: built-in defaults)")
     parser.add_argument("--write-rejected", action="store_true",
                         help="also write dropped documents with their reason under DIR/rejected/<stage>/")
+    parser.add_argument("--no-dedup", action="store_true",
+                        help="skip deduplication (URL, exact text and MinHash near-duplicates); the config's "
+                             "stages.*_dedup switches turn parts off one by one")
     parser.add_argument("--no-progress", action="store_true", help="do not print progress while running")
     parser.set_defaults(handler=_run_curate)
     return parser
@@ -56,6 +59,9 @@ def _run_curate(args, beam_args: list[str]) -> int:
         cfg = load_config(args.config)
         if args.write_rejected:
             cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, write_rejected=True))
+        if args.no_dedup:
+            cfg = dataclasses.replace(cfg, stages=dataclasses.replace(
+                cfg.stages, url_dedup=False, exact_dedup=False, minhash_dedup=False))
         if args.crawl:
             paths = resolve_crawl(args.crawl, args.warc_files, args.cc_base or CC_BASE)
         else:

@@ -21,6 +21,7 @@ from filters.language import LanguageConfig
 from filters.nsfw import NsfwConfig
 from filters.pii import PiiConfig
 from filters.url import UrlConfig
+from pipeline.dedup import DedupConfig
 from pipeline.extract import ExtractConfig
 from pipeline.warc import ReadConfig
 
@@ -46,6 +47,9 @@ class StagesConfig:
     fineweb: bool = True
     nsfw: bool = True
     pii: bool = True
+    url_dedup: bool = True           # same normalised URL: keep the latest capture
+    exact_dedup: bool = True         # same normalised text: keep the smallest id
+    minhash_dedup: bool = True       # near-duplicates (MinHash LSH): one survivor per cluster
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class CurateConfig:
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)
     nsfw: NsfwConfig = field(default_factory=NsfwConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

@@ -19,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.config import CurateConfig, to_dict
+from pipeline.dedup import Deduplicate
 from pipeline.dataset import (PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel,
                               write_atomic)
 from pipeline.filtering import IdentifyLanguage, RedactPii, heuristic_filters, url_filter
@@ -27,7 +28,9 @@ from pipeline.stages import ExtractText, ReadWarc
 log = logging.getLogger(__name__)
 
 # Stages in pipeline order (for the funnel table); the ones a config turns off are left out of a run's list.
-STAGES = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "nsfw", "pii"]
+STAGES = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "nsfw", "pii",
+          "url_dedup", "exact_dedup", "minhash_dedup"]
+DEDUP_STAGES = ("url_dedup", "exact_dedup", "minhash_dedup")
 
 
 def active_stages(cfg: CurateConfig) -> list[str]:
@@ -54,8 +57,15 @@ def config_sha(cfg: CurateConfig) -> str:
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_dir: str):
-    """The curation graph on `pipeline`, cheapest stages first; returns the per-file progress markers."""
+def dedup_on(cfg: CurateConfig) -> bool:
+    return any(getattr(cfg.stages, s) for s in DEDUP_STAGES)
+
+
+def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_dir: str,
+          written: frozenset[str] = frozenset()):
+    """The curation graph on `pipeline`, cheapest stages first; returns the per-file progress markers.
+
+    `written`: inputs read only for deduplication (their outputs are complete and stay as they are)."""
     keep, on = cfg.output.write_rejected, cfg.stages
     docs = pipeline | "ReadWarc" >> ReadWarc(paths, cfg.read)
     if on.url:
@@ -68,7 +78,10 @@ def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_d
             docs = docs | label >> transform
     if on.pii:
         docs = docs | "RedactPii" >> RedactPii(cfg.pii)
-    return docs | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors, config_sha(cfg))
+    if dedup_on(cfg):
+        docs = docs | "Dedup" >> Deduplicate(cfg.dedup, on.url_dedup, on.exact_dedup, on.minhash_dedup, keep)
+    return docs | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors, config_sha(cfg),
+                                                 skip=written)
 
 
 def runner_options(beam_args: list[str]) -> PipelineOptions:
@@ -133,6 +146,13 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
     if done:
         print(f"[curate] {len(paths) - len(todo)} of {len(paths)} input files already complete in "
               f"{output_dir}: skipped", flush=True)
+    read, written = todo, frozenset()
+    if todo and done and dedup_on(cfg):
+        # dedup is global: the complete inputs are read again so the rest is deduplicated against them too
+        # (same inputs, same config: the same verdicts), but their outputs are not rewritten
+        read, written = [p for p in paths], frozenset(p for p in paths if p in done)
+        print(f"[curate] dedup needs every input: re-reading the {len(written)} complete ones "
+              f"without rewriting them", flush=True)
     if todo:
         print(f"[curate] {len(todo)} input files -> {output_dir}", flush=True)
         reporter = _Progress(output_dir, len(todo), len(done)) if progress else None
@@ -140,7 +160,7 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
             reporter.start()
         try:
             with beam.Pipeline(options=runner_options(list(beam_args))) as pipeline:
-                build(pipeline, todo, cfg, output_dir)
+                build(pipeline, read, cfg, output_dir, written)
         finally:
             if reporter:
                 reporter.stop.set()

@@ -38,6 +38,7 @@ SCHEMA = pa.schema([
     ("pii_ip", pa.int32()),
     ("pii_phone", pa.int32()),
     ("pii_card", pa.int32()),
+    ("duplicates_removed", pa.int32()),  # exact and near duplicates dedup removed in this document's favour
     ("charset", pa.string()),           # the codec the HTML was decoded with
     ("warc_file", pa.string()),
     ("warc_record_id", pa.string()),
@@ -45,7 +46,8 @@ SCHEMA = pa.schema([
 ])
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("stage", pa.string()),
                              ("reason", pa.string()), ("text", pa.string()), ("warc_file", pa.string()),
-                             ("warc_record_id", pa.string()), ("warc_offset", pa.int64())])
+                             ("warc_record_id", pa.string()), ("warc_offset", pa.int64()),
+                             ("duplicate_of", pa.int64())])     # dedup: node id of the document that stayed
 PROGRESS_DIR = "_progress"
 
 
@@ -118,12 +120,15 @@ def file_funnel(file_items: list[dict]) -> dict:
 class WriteFileDoFn(beam.DoFn):
     """(input path, its items) → data/<name>.parquet, errors/, rejected/, then the progress marker."""
 
-    def __init__(self, output_dir: str, write_rejected: bool, write_errors: bool, config_sha: str):
+    def __init__(self, output_dir: str, write_rejected: bool, write_errors: bool, config_sha: str,
+                 skip: frozenset[str] = frozenset()):
         self.output_dir, self.write_rejected, self.write_errors = output_dir, write_rejected, write_errors
-        self.config_sha = config_sha
+        self.config_sha, self.skip = config_sha, skip
 
     def process(self, element):
         path, file_items = element
+        if path in self.skip:      # read again only for a global stage (dedup); its outputs are complete
+            return
         file_items = list(file_items)
         name = shard_name(path)
         funnel = file_funnel(file_items)
@@ -161,17 +166,17 @@ class WriteDataset(beam.PTransform):
     """Items → one Parquet shard per input file plus errors/, rejected/ and a progress marker per file."""
 
     def __init__(self, output_dir: str, write_rejected: bool = False, write_errors: bool = True,
-                 config_sha: str = ""):
+                 config_sha: str = "", skip: frozenset[str] = frozenset()):
         super().__init__()
         self.output_dir, self.write_rejected, self.write_errors = output_dir, write_rejected, write_errors
-        self.config_sha = config_sha
+        self.config_sha, self.skip = config_sha, frozenset(skip)
 
     def expand(self, pcoll):
         return (pcoll
                 | "KeyByFile" >> beam.Map(lambda item: (item["warc_file"], item))
                 | "GroupByFile" >> beam.GroupByKey()
                 | "WriteFile" >> beam.ParDo(WriteFileDoFn(self.output_dir, self.write_rejected, self.write_errors,
-                                                         self.config_sha)))
+                                                         self.config_sha, self.skip)))
 
 
 # ---------------------------------------------------------------------------------------------- the whole funnel

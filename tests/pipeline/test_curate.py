@@ -158,3 +158,53 @@ def test_help_lists_curate(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--input" in out and "--crawl" in out and "Beam" in out
+
+
+def test_sample_crawl_is_deduplicated(sample_run):
+    """URL, exact and near duplicates of the sample crawl are dropped with their reason; survivors count them."""
+    _, output = sample_run
+    stats = json.loads((output / "stats.json").read_text())
+    dedup = {stage: stats["dropped"].get(stage, {}) for stage in ("url_dedup", "exact_dedup", "minhash_dedup")}
+    assert dedup["url_dedup"] == {"url_duplicate": 1}
+    assert set(dedup["exact_dedup"]) == {"exact_duplicate"} and set(dedup["minhash_dedup"]) == {"near_duplicate"}
+    table = pads.dataset(str(output / "data"), format="parquet").to_table(columns=["text", "duplicates_removed"])
+    assert sum(table.column("duplicates_removed").to_pylist()) == \
+        sum(dedup["exact_dedup"].values()) + sum(dedup["minhash_dedup"].values())
+    from pipeline.dedup import text_key
+    keys = [text_key(t) for t in table.column("text").to_pylist()]
+    assert len(set(keys)) == len(keys)                     # no two kept texts are equal once normalised
+
+
+def test_output_is_the_same_bytes_with_1_and_2_workers(sample_run, data, tmp_path):
+    """The sample run (2 workers) again on 1 worker: dedup's survivors, and so every shard, are identical."""
+    _, two_workers = sample_run
+    one_worker = tmp_path / "out"
+    assert main(["curate", "--input", str(data / "warc/sample-crawl/*.warc.gz"), "--output", str(one_worker),
+                 "--no-progress", "--direct_num_workers=1"]) == 0
+    shards = lambda root: {p.name: p.read_bytes() for p in (root / "data").iterdir()}
+    assert shards(one_worker) == shards(two_workers) and len(shards(one_worker)) == 4
+
+
+def test_no_dedup_flag(data, tmp_path):
+    warc = str(data / "warc/commoncrawl/cc-main-2020-34_resiliparse-warcfile.warc.gz")
+    assert main(["curate", "--input", warc, "--output", str(tmp_path / "o"), "--no-progress", "--no-dedup"]) == 0
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert not {"url_dedup", "exact_dedup", "minhash_dedup"} & set(stats["stages"] + list(stats["chars"]))
+
+
+def test_resumed_run_dedups_against_complete_inputs(data, tmp_path, capsys):
+    """A run killed after some inputs were written: the rerun reads them again for dedup, rewrites only the rest."""
+    warcs = sorted(str(p) for p in (data / "warc/commoncrawl").glob("*.warc.gz"))[:2]
+    output = tmp_path / "o"
+    assert main(["curate", "--input", ",".join(warcs), "--output", str(output), "--no-progress"]) == 0
+    first = json.loads((output / "stats.json").read_text())
+    markers = sorted((output / "_progress").iterdir())
+    kept_marker = markers[0]
+    before = kept_marker.stat().st_mtime_ns
+    markers[1].unlink()                                    # as if the run had died before writing it
+    assert main(["curate", "--input", ",".join(warcs), "--output", str(output), "--no-progress"]) == 0
+    assert "re-reading the 1 complete ones without rewriting them" in capsys.readouterr().out
+    assert kept_marker.stat().st_mtime_ns == before
+    second = json.loads((output / "stats.json").read_text())
+    assert {k: second[k] for k in ("records_in", "kept", "dropped")} == \
+        {k: first[k] for k in ("records_in", "kept", "dropped")}
