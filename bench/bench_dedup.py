@@ -272,10 +272,12 @@ def peak_rss_mib() -> float:
     return max(own, children) / 1024
 
 
-def bench_scale(n: int, workers: int, rounds: int) -> None:
+def bench_scale(n: int, workers: int, rounds: int, check: bool) -> None:
     import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from pipeline import components
     from pipeline.dedup import BucketEdgesDoFn, ConnectedComponents
     bands = DedupConfig().bands_rows()[0]
     step = 20_000
@@ -284,21 +286,41 @@ def bench_scale(n: int, workers: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         out = os.path.join(workdir, "labels")
         started = time.perf_counter()
-        with beam.Pipeline(options=options) as p:
-            (p | beam.Create([(s, min(s + step, n)) for s in range(0, n, step)])
-             | "Entries" >> beam.FlatMap(lambda r: synthetic_entries(r[0], r[1], bands))
-             | "GroupBuckets" >> beam.GroupByKey()
-             | "BucketEdges" >> beam.ParDo(BucketEdgesDoFn())
-             | "Components" >> ConnectedComponents(rounds)
-             | beam.Filter(lambda nl: nl[0] != nl[1])
-             | beam.combiners.Count.Globally()
-             | beam.Map(str) | beam.io.WriteToText(out, shard_name_template=""))
+        p = beam.Pipeline(options=options)
+        (p | beam.Create([(s, min(s + step, n)) for s in range(0, n, step)])
+         | "Entries" >> beam.FlatMap(lambda r: synthetic_entries(r[0], r[1], bands))
+         | "GroupBuckets" >> beam.GroupByKey()
+         | "BucketEdges" >> beam.ParDo(BucketEdgesDoFn())
+         | "Components" >> ConnectedComponents(rounds)
+         | beam.Filter(lambda nl: nl[0] != nl[1])
+         | beam.Map(lambda nl: f"{nl[0]} {nl[1]}") | beam.io.WriteToText(out, shard_name_template=""))
+        result = p.run()
+        result.wait_until_finish()
         wall = time.perf_counter() - started
-        removed = int(open(out).read())
+        moved = dict(tuple(map(int, line.split())) for line in open(out))
+    counters = {"minhash_dedup/union_find_edges": 0}      # a counter no worker touched is absent
+    counters.update({c.key.metric.name: c.committed for c in
+                     result.metrics().query(MetricsFilter().with_namespace("refinery"))["counters"]})
     print(f"\n## scale: {n:,} synthetic documents x {bands} bands through buckets + connected components "
           f"({rounds} rounds), DirectRunner multi_processing, {workers} workers")
-    print(f"  {wall:.0f} s, {n / wall:,.0f} documents/s, {removed:,} documents marked as duplicates, "
+    print(f"  {wall:.0f} s, {n / wall:,.0f} documents/s, {len(moved):,} documents marked as duplicates, "
           f"peak RSS of the largest process {peak_rss_mib():,.0f} MiB")
+    print("  " + ", ".join(f"{name.split('/', 1)[1]} {value:,}" for name, value in sorted(counters.items())
+                           if name.startswith("minhash_dedup/")))
+    if check:      # the same entries through the local driver: buckets linked to their minimum, components
+        buckets = {}
+        for key, node in synthetic_entries_all(n, step, bands):
+            buckets.setdefault(key, []).append(node)
+        edges = [(v, min(nodes)) for nodes in buckets.values() for v in nodes if v != min(nodes)]
+        labels, _ = components.connected_components(edges, rounds=0)
+        expected = {v: m for v, m in labels.items() if v != m}
+        print(f"  local union-find over the same buckets: {'the same' if expected == moved else 'DIFFERENT'} "
+              f"labels for all {len(expected):,} moved documents")
+
+
+def synthetic_entries_all(n: int, step: int, bands: int):
+    for start in range(0, n, step):
+        yield from synthetic_entries(start, min(start + step, n), bands)
 
 
 def main() -> None:
@@ -321,7 +343,7 @@ def main() -> None:
     if args.only in (None, "shuffle"):
         bench_shuffle(texts)
     if args.scale and args.only in (None, "scale"):
-        bench_scale(args.scale, args.workers, args.rounds)
+        bench_scale(args.scale, args.workers, args.rounds, check=args.scale <= 200_000)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def _run_curate(args, beam_args: list[str]) -> int:
             cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, write_rejected=True))
         if args.no_dedup:
             cfg = dataclasses.replace(cfg, stages=dataclasses.replace(
-                cfg.stages, url_dedup=False, exact_dedup=False, minhash_dedup=False))
+                cfg.stages, url_dedup=False, exact_dedup=False, minhash_dedup=False, line_dedup=False))
         if args.crawl:
             paths = resolve_crawl(args.crawl, args.warc_files, args.cc_base or CC_BASE)
         else:

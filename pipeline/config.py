@@ -50,6 +50,7 @@ class StagesConfig:
     url_dedup: bool = True           # same normalised URL: keep the latest capture
     exact_dedup: bool = True         # same normalised text: keep the smallest id
     minhash_dedup: bool = True       # near-duplicates (MinHash LSH): one survivor per cluster
+    line_dedup: bool = False         # C4's line dedup: off by default, it edits texts (FineWeb does not use it)
 
 
 @dataclass(frozen=True)

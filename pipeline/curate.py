@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 # Stages in pipeline order (for the funnel table); the ones a config turns off are left out of a run's list.
 STAGES = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "nsfw", "pii",
-          "url_dedup", "exact_dedup", "minhash_dedup"]
-DEDUP_STAGES = ("url_dedup", "exact_dedup", "minhash_dedup")
+          "url_dedup", "exact_dedup", "minhash_dedup", "line_dedup"]
+DEDUP_STAGES = ("url_dedup", "exact_dedup", "minhash_dedup", "line_dedup")
 
 
 def active_stages(cfg: CurateConfig) -> list[str]:
@@ -79,7 +79,8 @@ def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_d
     if on.pii:
         docs = docs | "RedactPii" >> RedactPii(cfg.pii)
     if dedup_on(cfg):
-        docs = docs | "Dedup" >> Deduplicate(cfg.dedup, on.url_dedup, on.exact_dedup, on.minhash_dedup, keep)
+        docs = docs | "Dedup" >> Deduplicate(cfg.dedup, on.url_dedup, on.exact_dedup, on.minhash_dedup, keep,
+                                             lines=on.line_dedup)
     return docs | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors, config_sha(cfg),
                                                  skip=written)
 

@@ -3,7 +3,8 @@
 ```
 items ─► Deduplicate ─┬─ UrlDedup      same normalised URL: the latest capture stays
                       ├─ ExactDedup    same normalised text: the smallest id stays
-                      └─ MinHashDedup  signatures → band buckets → edges → connected components → join back
+                      ├─ MinHashDedup  signatures → band buckets → edges → connected components → join back
+                      └─ LineDedup     (off by default) a line in ≥ 3 documents stays in one of them
 ```
 Every part takes live documents and returns them with the removed ones turned into `dropped` items (stage
 `url_dedup`, `exact_dedup` or `minhash_dedup`), so the writer still accounts for each record. Survivors carry
@@ -29,6 +30,7 @@ from pipeline import doc as items
 from pipeline.stages import NAMESPACE, _Counters
 
 URL_DUPLICATE, EXACT_DUPLICATE, NEAR_DUPLICATE = "url_duplicate", "exact_duplicate", "near_duplicate"
+ONLY_DUPLICATE_LINES = "only_duplicate_lines"
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,13 @@ class DedupConfig:
     num_perm: int = 112              # the permutation budget `threshold` chooses within
     seed: int = 1                    # of the permutations: signatures from different seeds do not compare
     rounds: int = 4                  # large-star/small-star rounds before the union-find fallback
+    line_min_docs: int = 3           # line dedup (stages.line_dedup): a line in this many documents stays in one (C4)
     verify_threshold: float = 0.65   # a removal stands only if the Jaccard estimated from the signatures of the
                                      # document and its survivor reaches this (0: off, as FineWeb): cuts the
                                      # S-curve's tail below J ≈ 0.6 and chains A~B~C that merged unlike A and C
 
     def __post_init__(self):
-        for name in ("ngram", "bands", "rows", "num_perm"):
+        for name in ("ngram", "bands", "rows", "num_perm", "line_min_docs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"dedup.{name} must be >= 1, got {getattr(self, name)}")
         if self.rounds < 0:
@@ -90,10 +93,10 @@ def _kept(doc: dict, stage: str) -> dict:
     return doc
 
 
-def _removed(doc: dict, stage: str, reason: str, keep_text: bool, survivor: int) -> dict:
+def _removed(doc: dict, stage: str, reason: str, keep_text: bool, survivor: int | None) -> dict:
     doc["trace"].append((stage, len(doc["text"]), 0))
     item = items.dropped(doc, stage, reason, keep_text)
-    item["duplicate_of"] = survivor      # the node id (`minhash.node_id`) of the document that stayed
+    item["duplicate_of"] = survivor      # the node id (`minhash.node_id`) of the document that stayed, if one
     return item
 
 
@@ -431,6 +434,100 @@ class MinHashDedup(beam.PTransform):
                 | "Count" >> beam.ParDo(_CountVerdicts()))
 
 
+# ---------------------------------------------------------------------------------------------- lines (C4)
+
+def line_key(line: str) -> int | None:
+    """64-bit hash of a normalised line; None for a line with no word in it (blank, rules, bullets)."""
+    words = minhash.normalize(line)
+    if not words:
+        return None
+    return int.from_bytes(hashlib.blake2b(words.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+class _LineCountFn(beam.CombineFn):
+    """(documents holding the line, the smallest of their node ids): combined before the shuffle."""
+
+    def create_accumulator(self):
+        return 0, None
+
+    def add_input(self, accumulator, node):
+        count, smallest = accumulator
+        return count + 1, node if smallest is None else min(smallest, node)
+
+    def merge_accumulators(self, accumulators):
+        count, smallest = 0, None
+        for c, s in accumulators:
+            count += c
+            if s is not None:
+                smallest = s if smallest is None else min(smallest, s)
+        return count, smallest
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def _line_entries(doc: dict):
+    node = _node(doc)
+    for key in {line_key(line) for line in doc["text"].split("\n")} - {None}:
+        yield key, node
+
+
+class RemoveFrequentLinesDoFn(beam.DoFn):
+    """Removes each frequent line (line key → the node that keeps it) from every other document."""
+
+    def __init__(self, keep_rejected: bool):
+        self.keep_rejected = keep_rejected
+
+    def setup(self):
+        self.counters = _Counters("line_dedup")
+
+    def process(self, doc, frequent):
+        node, kept, removed = _node(doc), [], 0
+        for line in doc["text"].split("\n"):
+            key = line_key(line)
+            if key is not None and frequent.get(key, node) != node:
+                removed += 1
+            else:
+                kept.append(line)
+        if not removed:
+            self.counters.inc("kept")
+            yield _kept(doc, "line_dedup")
+            return
+        self.counters.inc("lines_removed", removed)
+        text = "\n".join(kept).strip()
+        if not minhash.normalize(text):
+            self.counters.inc(ONLY_DUPLICATE_LINES)
+            yield _removed(doc, "line_dedup", ONLY_DUPLICATE_LINES, self.keep_rejected, None)
+            return
+        self.counters.inc("kept")
+        doc["trace"].append(("line_dedup", len(doc["text"]), len(text)))
+        doc["text"] = text
+        yield doc
+
+
+class LineDedup(beam.PTransform):
+    """C4's line dedup (Raffel et al. 2020, §2.2, on lines here rather than 3-sentence spans): a normalised line
+    found in at least `min_docs` documents stays in the one with the smallest id and leaves the others.
+
+    Line counts are combined before the shuffle (no group holds a popular line's documents); the frequent lines
+    reach the workers as a side input of 16 bytes each, which bounds this step to crawls whose frequent lines
+    fit in a worker's memory (tens of millions)."""
+
+    def __init__(self, min_docs: int = 3, keep_rejected: bool = False):
+        super().__init__()
+        self.min_docs, self.keep_rejected = min_docs, keep_rejected
+
+    def expand(self, docs):
+        min_docs = self.min_docs
+        frequent = (docs
+                    | "LineKeys" >> beam.FlatMap(_line_entries)
+                    | "CountLines" >> beam.CombinePerKey(_LineCountFn())
+                    | "Frequent" >> beam.Filter(lambda kv: kv[1][0] >= min_docs)
+                    | "Keeper" >> beam.Map(lambda kv: (kv[0], kv[1][1])))
+        return docs | "RemoveLines" >> beam.ParDo(RemoveFrequentLinesDoFn(self.keep_rejected),
+                                                  beam.pvalue.AsDict(frequent))
+
+
 # ---------------------------------------------------------------------------------------------- the stage
 
 class _SplitLiveDoFn(beam.DoFn):
@@ -454,16 +551,18 @@ class Deduplicate(beam.PTransform):
     """Items → items: live documents through the enabled dedup parts, everything else passed through."""
 
     def __init__(self, cfg: DedupConfig, url: bool = True, exact: bool = True, near: bool = True,
-                 keep_rejected: bool = False):
+                 keep_rejected: bool = False, lines: bool = False):
         super().__init__()
         self.cfg, self.url, self.exact, self.near, self.keep_rejected = cfg, url, exact, near, keep_rejected
+        self.lines = lines
 
     def expand(self, pcoll):
         split = pcoll | "Live" >> beam.ParDo(_SplitLiveDoFn()).with_outputs(_SplitLiveDoFn.OTHER, main="docs")
         docs, out = split.docs, [split[_SplitLiveDoFn.OTHER]]
         parts = [("UrlDedup", self.url, lambda: UrlDedup(self.keep_rejected)),
                  ("ExactDedup", self.exact, lambda: ExactDedup(self.keep_rejected)),
-                 ("MinHashDedup", self.near, lambda: MinHashDedup(self.cfg, self.keep_rejected))]
+                 ("MinHashDedup", self.near, lambda: MinHashDedup(self.cfg, self.keep_rejected)),
+                 ("LineDedup", self.lines, lambda: LineDedup(self.cfg.line_min_docs, self.keep_rejected))]
         for label, on, make in parts:
             if on:
                 result = docs | label >> make() | f"{label}Split" >> beam.FlatMap(_split_dropped).with_outputs(

@@ -18,6 +18,9 @@ def test_round_trip():
 @pytest.mark.parametrize("data, message", [
     ({"reed": {}}, "unknown key(s) reed"),
     ({"read": {"max_body_bytes": "big"}}, "read.max_body_bytes: expected int"),
+    ({"dedup": {"bands": 0}}, "dedup.bands must be >= 1, got 0"),
+    ({"dedup": {"threshold": 1.2}}, "dedup.threshold must be in (0, 1), got 1.2"),
+    ({"dedup": {"shingle": 5}}, "unknown key(s) shingle"),
     ({"read": {"max_body_bytes": -1}}, "max_body_bytes must be > 0, got -1"),
     ({"extract": {"favor_precision": "yes"}}, "expected bool"),
     ({"read": {"html_types": "text/html"}}, "expected a list"),

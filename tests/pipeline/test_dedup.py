@@ -270,3 +270,19 @@ def test_non_live_items_pass_through(planted, tmp_path):
     out = run_dedup(docs[:4] + other, tmp_path)
     assert sorted(i["kind"] for i in out if i["kind"] != "doc" and i["kind"] != "dropped") == ["error", "tally"]
     assert len(out) == 6
+
+
+def test_line_dedup_keeps_a_frequent_line_in_one_document(articles, tmp_path):
+    banner = "Subscribe to our newsletter for the latest updates!"
+    pair_line = "Shared by two pages only."
+    docs = [doc(i, "\n".join([banner.upper() if i == 2 else banner, articles[40 + i], pair_line if i < 2 else ""]),
+                f"https://site{i}.example/a") for i in range(4)]
+    docs.append(doc(4, f"  {banner}  ", "https://site4.example/only-banner"))
+    out = {item["id"]: item for item in run_dedup(docs, tmp_path, url=False, exact=False, near=False, lines=True)}
+    keeper = min(docs, key=lambda d: minhash.node_id(d["id"], d["warc_file"]))["id"]
+    with_banner = [i for i, item in out.items() if item["kind"] == "doc" and banner.lower() in item["text"].lower()]
+    assert with_banner == [keeper]
+    assert all(pair_line in out[d["id"]]["text"] for d in docs[:2] if out[d["id"]]["kind"] == "doc")
+    if keeper != docs[4]["id"]:
+        assert out[docs[4]["id"]]["kind"] == "dropped" and out[docs[4]["id"]]["reason"] == "only_duplicate_lines"
+    assert all(articles[40 + i] in out[docs[i]["id"]]["text"] for i in range(4))
