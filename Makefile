@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED := $(or $(REFINERY_SHARED_DATA),../shared/data)
 OUT ?= out/sample
+QUALITY_MODEL ?= out/models/quality.bin
 
 .PHONY: setup sample test bench
 
@@ -19,8 +20,13 @@ $(VENV)/.installed: setup.py
 
 setup: $(VENV)/.installed
 
-sample: setup
-	$(BIN)/refinery curate --input '$(SHARED)/warc/sample-crawl/*.warc.gz' --output $(OUT)
+# the quality classifier, trained once from the offline sources in docs/quality.md (~45 s)
+$(QUALITY_MODEL): | setup
+	$(BIN)/refinery quality train --output $@
+
+sample: setup $(QUALITY_MODEL)
+	$(BIN)/refinery curate --input '$(SHARED)/warc/sample-crawl/*.warc.gz' --output $(OUT) \
+		--quality-model $(QUALITY_MODEL)
 
 test: setup
 	$(BIN)/python -m pytest -q tests
@@ -28,3 +34,4 @@ test: setup
 bench: setup
 	$(BIN)/python bench/bench_extraction.py
 	$(BIN)/python bench/bench_curate_speed.py
+	$(BIN)/python bench/bench_dedup.py

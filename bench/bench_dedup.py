@@ -247,7 +247,7 @@ def bench_shuffle(texts: list[str]) -> None:
           f"{n} articles")
     print(f"  band entries ((band, key), node) x {bands}: {bucket_bytes / n:6.0f} B")
     print(f"  signature sketch (node, 16-bit x {bands * rows}):   {sketch_bytes / n:6.0f} B")
-    print(f"  edges and labels: ~20 B per edge per round, only for documents that share a bucket")
+    print("  edges and labels: ~20 B per edge per round, only for documents that share a bucket")
     print(f"  for comparison, the document's text: {text_bytes / n:6.0f} B")
 
 

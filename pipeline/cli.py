@@ -4,6 +4,7 @@
 refinery curate --input '../shared/data/warc/sample-crawl/*.warc.gz' --output out/sample
 refinery curate --crawl CC-MAIN-2024-22 --warc-files 2 --output out/cc
 refinery curate --help
+refinery quality train --output out/models/quality.bin
 ```
 Options `refinery` does not know are handed to Beam (`--runner`, `--direct_num_workers`, Dataflow flags, ...).
 """
@@ -39,9 +40,85 @@ def _curate_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--no-dedup", action="store_true",
                         help="skip deduplication (URL, exact text and MinHash near-duplicates); the config's "
                              "stages.*_dedup switches turn parts off one by one")
+    parser.add_argument("--quality-model", metavar="MODEL.bin",
+                        help="score every document with this fastText quality model (`refinery quality train`); "
+                             "quality.min_score / quality.top_fraction in the config decide what is kept")
     parser.add_argument("--no-progress", action="store_true", help="do not print progress while running")
     parser.set_defaults(handler=_run_curate)
     return parser
+
+
+def _quality_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("quality", help="train, evaluate and apply the fastText quality classifier",
+                            description="The model-based quality filter (DCLM-style fastText bigram classifier).")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train = actions.add_parser(
+        "train", help="train a classifier: positives vs negatives",
+        description="Train a fastText classifier (word bigrams) on positive vs negative texts; prints precision, "
+                    "recall and AUC on a held-out share and writes MODEL.bin plus MODEL.bin.json (sources, counts, "
+                    "metrics). Inputs: Parquet datasets, JSONL/JSON with a text field, WARC files (whole-page text), "
+                    "plain text; relative paths not found here are read from the shared data folder.",
+        epilog="Defaults (docs/quality.md): positives " + ", ".join(_quality_defaults()[0]) +
+               "; negatives " + ", ".join(_quality_defaults()[1]) + ".")
+    train.add_argument("--positive", action="append", metavar="PATH", help="repeatable; default: see below")
+    train.add_argument("--negative", action="append", metavar="PATH", help="repeatable; default: see below")
+    train.add_argument("--field", help="JSON field holding the text (default: text, articleBody, output, content)")
+    train.add_argument("--output", required=True, metavar="MODEL.bin")
+    train.add_argument("--epoch", type=int, default=20, help="training epochs (default 20)")
+    train.add_argument("--eval", action="store_true", help="also report AUC against DCLM's human labels")
+    evaluate = actions.add_parser("eval", help="AUC of a model against human quality labels",
+                                  description="AUC, precision and recall at 0.5 of the model's score against "
+                                              "human keep/drop labels (JSONL with text and label).")
+    evaluate.add_argument("--model", required=True, metavar="MODEL.bin")
+    evaluate.add_argument("--labels", action="append", metavar="JSONL",
+                          help="repeatable; default: DCLM's majority and agreement sets")
+    score = actions.add_parser("score", help="add quality_score to each line of a JSONL file")
+    score.add_argument("--model", required=True, metavar="MODEL.bin")
+    score.add_argument("--input", required=True, metavar="IN.jsonl")
+    score.add_argument("--output", required=True, metavar="OUT.jsonl")
+    score.add_argument("--field", default="text", help="JSON field holding the text (default text)")
+    parser.set_defaults(handler=_run_quality)
+    return parser
+
+
+def _quality_defaults():
+    from pipeline.quality import DEFAULT_NEGATIVES, DEFAULT_POSITIVES
+    return DEFAULT_POSITIVES, DEFAULT_NEGATIVES
+
+
+def _run_quality(args, beam_args: list[str]) -> int:
+    import dataclasses
+
+    from pipeline import quality
+    if beam_args:
+        print(f"refinery quality: unknown option(s) {' '.join(beam_args)}", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "train":
+            cfg = dataclasses.replace(quality.TrainConfig(), epoch=args.epoch)
+            result = quality.train(args.positive or list(quality.DEFAULT_POSITIVES),
+                                   args.negative or list(quality.DEFAULT_NEGATIVES), args.output, cfg, args.field)
+            h = result.holdout
+            print(f"[quality] held out {h.get('documents', 0):,}: precision {h.get('precision', 0):.3f} "
+                  f"recall {h.get('recall', 0):.3f} AUC {h.get('auc', 0):.3f}; model {result.model_path} "
+                  f"({result.wall_s:.0f} s)")
+            if args.eval:
+                _print_eval(quality.evaluate(args.output))
+        elif args.action == "eval":
+            _print_eval(quality.evaluate(args.model, args.labels or list(quality.HUMAN_LABELS)))
+        else:
+            n = quality.score_jsonl(args.model, args.input, args.output, args.field)
+            print(f"[quality] scored {n:,} documents -> {args.output}")
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"refinery quality: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_eval(results: dict) -> None:
+    for name, r in results.items():
+        print(f"[quality] {name}: {r['documents']} documents ({r['keep']} keep): AUC {r['auc']:.3f}, "
+              f"precision {r['precision']:.3f} / recall {r['recall']:.3f} at 0.5")
 
 
 def _run_curate(args, beam_args: list[str]) -> int:
@@ -59,6 +136,9 @@ def _run_curate(args, beam_args: list[str]) -> int:
         cfg = load_config(args.config)
         if args.write_rejected:
             cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, write_rejected=True))
+        if args.quality_model:
+            cfg = dataclasses.replace(cfg, stages=dataclasses.replace(cfg.stages, quality=True),
+                                      quality=dataclasses.replace(cfg.quality, model_path=args.quality_model))
         if args.no_dedup:
             cfg = dataclasses.replace(cfg, stages=dataclasses.replace(
                 cfg.stages, url_dedup=False, exact_dedup=False, minhash_dedup=False, line_dedup=False))
@@ -86,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (Beam included)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _curate_parser(sub)
+    _quality_parser(sub)
     return parser
 
 

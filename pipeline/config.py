@@ -20,7 +20,9 @@ from filters.gopher import GopherQualityConfig, GopherRepetitionConfig
 from filters.language import LanguageConfig
 from filters.nsfw import NsfwConfig
 from filters.pii import PiiConfig
+from filters.quality import QualityConfig
 from filters.url import UrlConfig
+from pipeline.decontam import DecontamConfig
 from pipeline.dedup import DedupConfig
 from pipeline.extract import ExtractConfig
 from pipeline.warc import ReadConfig
@@ -51,6 +53,8 @@ class StagesConfig:
     exact_dedup: bool = True         # same normalised text: keep the smallest id
     minhash_dedup: bool = True       # near-duplicates (MinHash LSH): one survivor per cluster
     line_dedup: bool = False         # C4's line dedup: off by default, it edits texts (FineWeb does not use it)
+    decontam: bool = True            # drop (or cut) documents sharing a 13-gram with the evaluation benchmarks
+    quality: bool = False            # fastText quality score (needs a model: `refinery quality train`)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class CurateConfig:
     nsfw: NsfwConfig = field(default_factory=NsfwConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

@@ -19,17 +19,20 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.config import CurateConfig, to_dict
+from pipeline.decontam import Decontaminate
 from pipeline.dedup import Deduplicate
 from pipeline.dataset import (PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel,
                               write_atomic)
 from pipeline.filtering import IdentifyLanguage, RedactPii, heuristic_filters, url_filter
+from pipeline.quality import QualityScore
 from pipeline.stages import ExtractText, ReadWarc
 
 log = logging.getLogger(__name__)
 
 # Stages in pipeline order (for the funnel table); the ones a config turns off are left out of a run's list.
 STAGES = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "nsfw", "pii",
-          "url_dedup", "exact_dedup", "minhash_dedup", "line_dedup"]
+          "url_dedup", "exact_dedup", "minhash_dedup", "line_dedup", "decontam",
+          "quality"]
 DEDUP_STAGES = ("url_dedup", "exact_dedup", "minhash_dedup", "line_dedup")
 
 
@@ -81,6 +84,10 @@ def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_d
     if dedup_on(cfg):
         docs = docs | "Dedup" >> Deduplicate(cfg.dedup, on.url_dedup, on.exact_dedup, on.minhash_dedup, keep,
                                              lines=on.line_dedup)
+    if on.decontam:
+        docs = docs | "Decontaminate" >> Decontaminate(cfg.decontam, keep)
+    if on.quality:
+        docs = docs | "Quality" >> QualityScore(cfg.quality, keep)
     return docs | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors, config_sha(cfg),
                                                  skip=written)
 

@@ -39,6 +39,8 @@ SCHEMA = pa.schema([
     ("pii_phone", pa.int32()),
     ("pii_card", pa.int32()),
     ("duplicates_removed", pa.int32()),  # exact and near duplicates dedup removed in this document's favour
+    ("decontaminated", pa.string()),     # decontam action `cut`: benchmarks whose n-grams were cut out, comma-separated
+    ("quality_score", pa.float32()),     # P(reference-quality) from the fastText quality model, if it ran
     ("charset", pa.string()),           # the codec the HTML was decoded with
     ("warc_file", pa.string()),
     ("warc_record_id", pa.string()),

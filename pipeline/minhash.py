@@ -139,13 +139,28 @@ def shingle_hashes(text: str, ngram: int = 5, language: str | None = None) -> np
     hashes = word_hashes(text)
     if not len(hashes):
         return np.empty(0, dtype=np.uint64)
-    n = min(ngram, len(hashes))
+    return _distinct(ngram_hashes(hashes, min(ngram, len(hashes))))
+
+
+def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
+    """Hash of each run of `n` consecutive word hashes, in order (position i covers words i .. i+n-1)."""
     count = len(hashes) - n + 1
+    if count <= 0 or n < 1:
+        return np.empty(0, dtype=np.uint64)
     combined = hashes[:count].copy()
     for i in range(1, n):                            # h = ((w0·P + w1)·P + w2)... mod 2^64
         combined *= _PRIME
         combined += hashes[i:i + count]
-    return _distinct(_splitmix64(combined))
+    return _splitmix64(combined)
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) character offsets of each word of `text`, as `word_hashes` counts them; offsets are into
+    `text` itself only when lower-casing keeps its length (it nearly always does), else into `text.lower()`."""
+    _, chars, start = _words(text)
+    starts = np.flatnonzero(start)
+    ends = np.append(starts[1:], len(chars))
+    return list(zip(chars[starts].tolist(), (chars[ends - 1] + 1).tolist()))
 
 
 @lru_cache(maxsize=8)
