@@ -19,6 +19,7 @@ setup(
         "fasttext-numpy2>=0.10",     # fasttext 0.9.3's predict breaks under numpy 2; same `import fasttext`
         "sentencepiece>=0.2",
         "torch>=2.4",
+        "matplotlib>=3.7",           # the mix report's plot
     ],
     extras_require={"dev": ["pytest>=8", "hypothesis>=6", "networkx>=3"]},
     entry_points={"console_scripts": ["refinery=pipeline.cli:main"]},

@@ -43,6 +43,9 @@ def _curate_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--quality-model", metavar="MODEL.bin",
                         help="score every document with this fastText quality model (`refinery quality train`); "
                              "quality.min_score / quality.top_fraction in the config decide what is kept")
+    parser.add_argument("--domain-model", metavar="MODEL.bin",
+                        help="label documents the URL rules leave open with this fastText domain classifier "
+                             "(`refinery domains train`)")
     parser.add_argument("--no-progress", action="store_true", help="do not print progress while running")
     parser.set_defaults(handler=_run_curate)
     return parser
@@ -79,6 +82,35 @@ def _quality_parser(sub) -> argparse.ArgumentParser:
     score.add_argument("--field", default="text", help="JSON field holding the text (default text)")
     parser.set_defaults(handler=_run_quality)
     return parser
+
+
+def _domains_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("domains", help="train the text classifier for domain labels",
+                            description="Train a fastText domain classifier (news, reference, forum, blog, "
+                                        "commerce, code) on the documents of curated datasets that the URL rules "
+                                        "label; `refinery curate --domain-model` then labels the rest with it.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train = actions.add_parser("train", help="train on curated Parquet datasets (url and text columns)")
+    train.add_argument("--input", action="append", required=True, metavar="DIR",
+                       help="a curated dataset folder (e.g. out/sample/data) or Parquet file; repeatable")
+    train.add_argument("--output", required=True, metavar="MODEL.bin")
+    parser.set_defaults(handler=_run_domains)
+    return parser
+
+
+def _run_domains(args, beam_args: list[str]) -> int:
+    from pipeline.mix import train_domain_classifier
+    if beam_args:
+        print(f"refinery domains: unknown option(s) {' '.join(beam_args)}", file=sys.stderr)
+        return 2
+    try:
+        result = train_domain_classifier(args.input, args.output)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"refinery domains: {e}", file=sys.stderr)
+        return 2
+    print(f"[domains] held-out accuracy {result['held_out_accuracy']} on {result['held_out']} documents; "
+          f"model {args.output}")
+    return 0
 
 
 def _quality_defaults():
@@ -139,6 +171,8 @@ def _run_curate(args, beam_args: list[str]) -> int:
         if args.quality_model:
             cfg = dataclasses.replace(cfg, stages=dataclasses.replace(cfg.stages, quality=True),
                                       quality=dataclasses.replace(cfg.quality, model_path=args.quality_model))
+        if args.domain_model:
+            cfg = dataclasses.replace(cfg, mix=dataclasses.replace(cfg.mix, domain_model=args.domain_model))
         if args.no_dedup:
             cfg = dataclasses.replace(cfg, stages=dataclasses.replace(
                 cfg.stages, url_dedup=False, exact_dedup=False, minhash_dedup=False, line_dedup=False))
@@ -167,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _curate_parser(sub)
     _quality_parser(sub)
+    _domains_parser(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ from filters.url import UrlConfig
 from pipeline.decontam import DecontamConfig
 from pipeline.dedup import DedupConfig
 from pipeline.extract import ExtractConfig
+from pipeline.mix import MixConfig
 from pipeline.warc import ReadConfig
 
 
@@ -55,6 +56,7 @@ class StagesConfig:
     line_dedup: bool = False         # C4's line dedup: off by default, it edits texts (FineWeb does not use it)
     decontam: bool = True            # drop (or cut) documents sharing a 13-gram with the evaluation benchmarks
     quality: bool = False            # fastText quality score (needs a model: `refinery quality train`)
+    mix: bool = True                 # `domain` label; with mix.weights, sampling to target token shares
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class CurateConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
@@ -89,6 +92,12 @@ def _convert(value, annotation, where: str):
         elif len(args) != len(value):
             raise ConfigError(f"{where}: expected {len(args)} items, got {value!r}")
         return tuple(_convert(v, inner, f"{where}[{i}]") for i, (v, inner) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(annotation)
+        return {_convert(k, key_type, f"{where} key"): _convert(v, value_type, f"{where}.{k}")
+                for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:

@@ -24,6 +24,7 @@ from pipeline.dedup import Deduplicate
 from pipeline.dataset import (PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel,
                               write_atomic)
 from pipeline.filtering import IdentifyLanguage, RedactPii, heuristic_filters, url_filter
+from pipeline.mix import Mix, mix_report
 from pipeline.quality import QualityScore
 from pipeline.stages import ExtractText, ReadWarc
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 # Stages in pipeline order (for the funnel table); the ones a config turns off are left out of a run's list.
 STAGES = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "nsfw", "pii",
           "url_dedup", "exact_dedup", "minhash_dedup", "line_dedup", "decontam",
-          "quality"]
+          "quality", "mix"]
 DEDUP_STAGES = ("url_dedup", "exact_dedup", "minhash_dedup", "line_dedup")
 
 
@@ -88,6 +89,8 @@ def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_d
         docs = docs | "Decontaminate" >> Decontaminate(cfg.decontam, keep)
     if on.quality:
         docs = docs | "Quality" >> QualityScore(cfg.quality, keep)
+    if on.mix:
+        docs = docs | "Mix" >> Mix(cfg.mix, output_dir, keep)
     return docs | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors, config_sha(cfg),
                                                  skip=written)
 
@@ -181,5 +184,7 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
     stats = {**funnel, "stages": active_stages(cfg), "inputs": len(paths), "inputs_skipped_as_complete": len(paths) - len(todo),
              "wall_s": round(wall_s, 2), "config": to_dict(cfg),
              "shards": {shard_name(p): p for p in paths}}
+    if cfg.stages.mix and cfg.mix.weights and "://" not in output_dir and todo:
+        stats["mix"] = mix_report(output_dir)["domains"]
     write_atomic(join(output_dir, "stats.json"), json.dumps(stats, indent=1).encode())
     return CurateResult(funnel, len(paths), len(paths) - len(todo), wall_s)

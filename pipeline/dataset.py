@@ -41,6 +41,8 @@ SCHEMA = pa.schema([
     ("duplicates_removed", pa.int32()),  # exact and near duplicates dedup removed in this document's favour
     ("decontaminated", pa.string()),     # decontam action `cut`: benchmarks whose n-grams were cut out, comma-separated
     ("quality_score", pa.float32()),     # P(reference-quality) from the fastText quality model, if it ran
+    ("domain", pa.string()),             # news, reference, forum, blog, commerce, code, other (URL rules, classifier)
+    ("repeat", pa.int32()),              # mixing: how many times the document counts (up-sampling), else null
     ("charset", pa.string()),           # the codec the HTML was decoded with
     ("warc_file", pa.string()),
     ("warc_record_id", pa.string()),
