@@ -113,6 +113,66 @@ def _run_domains(args, beam_args: list[str]) -> int:
     return 0
 
 
+def _tokenizer_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("tokenizer", help="train the sentencepiece BPE tokenizer on curated text",
+                            description="Sentencepiece BPE with byte fallback, split digits and identity "
+                                        "normalisation (lossless), trained on a bounded sample of curated text.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train = actions.add_parser("train", help="train on curated Parquet datasets")
+    train.add_argument("--input", action="append", required=True, metavar="DATASET_DIR",
+                       help="a curated dataset's data folder (e.g. out/sample/data) or Parquet file; repeatable")
+    train.add_argument("--vocab-size", type=int, default=16_000, metavar="N", help="pieces (default 16,000)")
+    train.add_argument("--sample-bytes", type=int, default=200_000_000, metavar="B",
+                       help="train on at most this much text (default 200 MB)")
+    train.add_argument("--output", required=True, metavar="TOK_DIR")
+    parser.set_defaults(handler=_run_tokenizer)
+    return parser
+
+
+def _run_tokenizer(args, beam_args: list[str]) -> int:
+    from training.tokenizer import TokenizerConfig, train_tokenizer
+    if beam_args:
+        print(f"refinery tokenizer: unknown option(s) {' '.join(beam_args)}", file=sys.stderr)
+        return 2
+    try:
+        cfg = TokenizerConfig(vocab_size=args.vocab_size, sample_bytes=args.sample_bytes)
+        info = train_tokenizer(args.input, args.output, cfg)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"refinery tokenizer: {e}", file=sys.stderr)
+        return 2
+    print(f"[tokenizer] {args.output}/tokenizer.model: {args.vocab_size:,} pieces from {info['documents']:,} "
+          f"documents in {info['wall_s']} s (sha256 {info['sha256'][:12]})")
+    return 0
+
+
+def _tokenize_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("tokenize", help="curated dataset -> token shards per domain (Beam)",
+                            description="Encode a curated dataset into token shards (header + uint16/uint32 "
+                                        "tokens, EOS between documents), one set per domain, each with an index "
+                                        "of token ranges back to documents; mixing's repeats are written out.",
+                            epilog=_EPILOG)
+    parser.add_argument("--input", required=True, metavar="DATASET_DIR", help="a curated dataset (or its data/)")
+    parser.add_argument("--tokenizer", required=True, metavar="TOK_DIR", help="from `refinery tokenizer train`")
+    parser.add_argument("--output", required=True, metavar="TOKENS_DIR")
+    parser.set_defaults(handler=_run_tokenize)
+    return parser
+
+
+def _run_tokenize(args, beam_args: list[str]) -> int:
+    from pipeline.tokenize import tokenize
+    try:
+        result = tokenize(args.input.rstrip("/"), args.tokenizer, args.output.rstrip("/"), beam_args)
+    except FileNotFoundError as e:
+        print(f"refinery tokenize: {e}", file=sys.stderr)
+        return 2
+    for domain, d in result["domains"].items():
+        print(f"[tokenize] {domain:<10} {d['tokens']:>12,} tokens  {d['documents']:>8,} documents  "
+              f"{d['shards']:>4} shards")
+    print(f"[tokenize] {result['tokens']:,} tokens in {len(result['shards'])} shards, {result['wall_s']} s; "
+          f"summary in {args.output}/tokens.json")
+    return 0
+
+
 def _quality_defaults():
     from pipeline.quality import DEFAULT_NEGATIVES, DEFAULT_POSITIVES
     return DEFAULT_POSITIVES, DEFAULT_NEGATIVES
@@ -202,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     _curate_parser(sub)
     _quality_parser(sub)
     _domains_parser(sub)
+    _tokenizer_parser(sub)
+    _tokenize_parser(sub)
     return parser
 
 

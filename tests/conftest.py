@@ -50,3 +50,13 @@ def chinese(data) -> list[str]:
 def dolma_docs(data) -> list[dict]:
     with gzip.open(data / "text/dolma-cc-docs/cc-main-2023-06_documents-000.jsonl.gz", "rt") as fh:
         return [json.loads(line) for line in fh]
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory, data):
+    """`refinery curate` of the whole sample crawl with the default config (once per test session, ~60 s)."""
+    from pipeline.cli import main
+    output = tmp_path_factory.mktemp("sample") / "out"
+    code = main(["curate", "--input", str(data / "warc/sample-crawl/*.warc.gz"), "--output", str(output),
+                 "--no-progress"])
+    return code, output

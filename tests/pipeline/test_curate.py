@@ -14,14 +14,6 @@ def identity_holds(stats: dict) -> bool:
     return stats["records_in"] == accounted
 
 
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory, data):
-    output = tmp_path_factory.mktemp("sample") / "out"
-    code = main(["curate", "--input", str(data / "warc/sample-crawl/*.warc.gz"), "--output", str(output),
-                 "--no-progress"])
-    return code, output
-
-
 def test_sample_crawl_reads_all_2760_responses(sample_run):
     code, output = sample_run
     assert code == 0

@@ -1,0 +1,113 @@
+"""`refinery tokenize`: a curated dataset → token shards, one set per domain, in Beam.
+
+```
+refinery tokenize --input out/sample --tokenizer out/tokenizer --output out/tokens
+```
+Each Parquet file of the dataset is one unit of work: its documents are encoded (mixing's `repeat` copies
+written out), grouped by `domain`, and written as `OUT/<domain>/<file>.bin` plus `<file>.idx.parquet`
+(training/shards.py has the format). `OUT/tokens.json` sums tokens and documents per domain.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import defaultdict
+
+import apache_beam as beam
+
+from pipeline.dataset import join, write_atomic
+
+_COLUMNS = ("id", "text", "domain", "repeat", "warc_file", "warc_record_id", "warc_offset")
+
+
+def dataset_files(dataset_dir: str) -> list[str]:
+    """The Parquet files of a curated dataset (its folder or its data/ folder)."""
+    from apache_beam.io.filesystems import FileSystems
+    for pattern in (join(dataset_dir, "data", "*.parquet"), join(dataset_dir, "*.parquet")):
+        found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        if found:
+            return found
+    raise FileNotFoundError(f"no Parquet files in {dataset_dir} or {dataset_dir}/data")
+
+
+class TokenizeFileDoFn(beam.DoFn):
+    def __init__(self, tokenizer_dir: str, output_dir: str):
+        self.tokenizer_dir, self.output_dir = tokenizer_dir, output_dir
+
+    def setup(self):
+        from training.tokenizer import Tokenizer
+        self.tokenizer = Tokenizer(self.tokenizer_dir)
+
+    def process(self, path: str):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from apache_beam.io.filesystems import FileSystems
+
+        from training.shards import shard_bytes
+        with FileSystems.open(path) as fh:
+            table = pq.read_table(io.BytesIO(fh.read()))
+        rows = table.to_pylist()
+        by_domain = defaultdict(list)
+        for row in rows:
+            by_domain[row.get("domain") or "all"].append(row)
+        stem = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+        for domain, docs in sorted(by_domain.items()):
+            encoded = self.tokenizer.encode_batch([d["text"] for d in docs])
+            sequences, index, start = [], [], 0
+            for doc, ids in zip(docs, encoded):
+                for copy in range(max(1, doc.get("repeat") or 1)):
+                    sequences.append(ids)
+                    index.append({"start": start, "length": len(ids), "copy": copy,
+                                  **{k: doc.get(k) for k in ("id", "warc_file", "warc_record_id", "warc_offset")}})
+                    start += len(ids) + 1                    # + EOS
+            data = shard_bytes(sequences, self.tokenizer.eos_id, self.tokenizer.vocab_size, self.tokenizer.sha256)
+            buffer = io.BytesIO()
+            pq.write_table(pa.Table.from_pylist(index), buffer, compression="zstd")
+            write_atomic(join(self.output_dir, domain, f"{stem}.idx.parquet"), buffer.getvalue())
+            write_atomic(join(self.output_dir, domain, f"{stem}.bin"), data)      # the shard last: it marks done
+            yield {"domain": domain, "file": f"{domain}/{stem}.bin", "tokens": start,
+                   "documents": len(docs), "sequences": len(sequences)}
+
+
+class TokenizeDataset(beam.PTransform):
+    def __init__(self, files: list[str], tokenizer_dir: str, output_dir: str):
+        super().__init__()
+        self.files, self.tokenizer_dir, self.output_dir = files, tokenizer_dir, output_dir
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Files" >> beam.Create(self.files)
+                | "Spread" >> beam.Reshuffle()
+                | "Tokenize" >> beam.ParDo(TokenizeFileDoFn(self.tokenizer_dir, self.output_dir)))
+
+
+def tokenize(dataset_dir: str, tokenizer_dir: str, output_dir: str, beam_args: list[str] = ()) -> dict:
+    """Run the job; returns (and writes as OUT/tokens.json) tokens and documents per domain."""
+    from pipeline.curate import runner_options
+    from training.tokenizer import Tokenizer
+    started = time.monotonic()
+    tokenizer = Tokenizer(tokenizer_dir)          # fail before the job if it is missing
+    files = dataset_files(dataset_dir)
+    summary_path = join(output_dir, "_shards.jsonl")
+    with beam.Pipeline(options=runner_options(list(beam_args))) as p:
+        (p | "Tokenize" >> TokenizeDataset(files, tokenizer_dir, output_dir)
+         | "Json" >> beam.Map(json.dumps)
+         | "Summary" >> beam.io.WriteToText(summary_path, shard_name_template=""))
+    from apache_beam.io.filesystems import FileSystems
+    with FileSystems.open(summary_path) as fh:
+        shards = sorted((json.loads(line) for line in fh.read().decode().splitlines() if line.strip()),
+                        key=lambda s: s["file"])
+    FileSystems.delete([summary_path])
+    domains = defaultdict(lambda: {"tokens": 0, "documents": 0, "sequences": 0, "shards": 0})
+    for shard in shards:
+        entry = domains[shard["domain"]]
+        for key in ("tokens", "documents", "sequences"):
+            entry[key] += shard[key]
+        entry["shards"] += 1
+    result = {"dataset": dataset_dir, "tokenizer": tokenizer_dir, "tokenizer_sha256": tokenizer.sha256,
+              "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id, "domains": dict(sorted(domains.items())),
+              "tokens": sum(d["tokens"] for d in domains.values()), "shards": [s["file"] for s in shards],
+              "wall_s": round(time.monotonic() - started, 1)}
+    write_atomic(join(output_dir, "tokens.json"), json.dumps(result, indent=1).encode())
+    return result
