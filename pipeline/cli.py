@@ -173,6 +173,44 @@ def _run_tokenize(args, beam_args: list[str]) -> int:
     return 0
 
 
+def _publish_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("publish", help="dataset card (README.md) and manifest.json for a curated dataset",
+                            description="Write the Hugging Face dataset card (YAML metadata: languages, size, "
+                                        "license, one config per domain; the funnel and the config used), "
+                                        "per-domain Parquet files and manifest.json (sha256 of every file).")
+    parser.add_argument("dataset", metavar="DATASET_DIR")
+    parser.add_argument("--license", default="other", help="the card's license field (default: other)")
+    parser.add_argument("--name", help="the card's pretty name (default: the folder's name)")
+    parser.set_defaults(handler=_run_publish)
+    verify = sub.add_parser("verify", help="re-check a published dataset or a token folder",
+                            description="Re-hash every file in manifest.json, re-read every Parquet file and "
+                                        "every token shard header; print each problem; exit 1 if there is any.")
+    verify.add_argument("directory", metavar="DIR")
+    verify.set_defaults(handler=_run_verify)
+    return parser
+
+
+def _run_publish(args, beam_args: list[str]) -> int:
+    from pipeline.publish import publish
+    try:
+        result = publish(args.dataset, args.license, args.name)
+    except FileNotFoundError as e:
+        print(f"refinery publish: {e}", file=sys.stderr)
+        return 2
+    print(f"[publish] {args.dataset}: card README.md, manifest.json over {result['files']} files; "
+          f"{result['documents']:,} documents in {len(result['domains'])} domain configs")
+    return 0
+
+
+def _run_verify(args, beam_args: list[str]) -> int:
+    from pipeline.publish import verify
+    problems = verify(args.directory)
+    for problem in problems:
+        print(f"[verify] {problem}")
+    print(f"[verify] {args.directory}: " + (f"{len(problems)} problem(s)" if problems else "intact"))
+    return 1 if problems else 0
+
+
 def _quality_defaults():
     from pipeline.quality import DEFAULT_NEGATIVES, DEFAULT_POSITIVES
     return DEFAULT_POSITIVES, DEFAULT_NEGATIVES
@@ -264,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     _domains_parser(sub)
     _tokenizer_parser(sub)
     _tokenize_parser(sub)
+    _publish_parser(sub)
     return parser
 
 
