@@ -15,6 +15,14 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 _MAX_CHARS = 20_000          # the first 20k characters decide: enough for the classifier, bounded cost
 
 
+# Default training sources, relative to the shared data folder. Why these (docs/quality.md): positives are
+# edited prose, negatives whole crawled pages as a browser shows them, boilerplate and all; the classifier
+# learns the difference DCLM's raters judge.
+DEFAULT_POSITIVES = ("text/wikitext-2-raw-v1.test.txt",
+                     "extraction/scrapinghub-article-extraction-benchmark/ground-truth.json")
+DEFAULT_NEGATIVES = ("warc/sample-crawl/*.warc.gz",)
+
+
 @dataclass(frozen=True)
 class QualityConfig:
     model_path: str = ""             # fastText model from `refinery quality train` (required when the stage runs)

@@ -6,13 +6,8 @@ errors that name the key and what was expected, before any work starts.
 """
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from filters.c4 import C4Config
 from filters.fineweb import FineWebConfig
@@ -27,10 +22,7 @@ from pipeline.dedup import DedupConfig
 from pipeline.extract import ExtractConfig
 from pipeline.mix import MixConfig
 from pipeline.warc import ReadConfig
-
-
-class ConfigError(ValueError):
-    pass
+from training.config import ConfigError, from_dict, read_yaml, to_dict  # noqa: F401  (ConfigError, to_dict re-exported)
 
 
 @dataclass(frozen=True)
@@ -79,78 +71,8 @@ class CurateConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
-def _convert(value, annotation, where: str):
-    origin = typing.get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        return from_dict(annotation, value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(annotation)
-        if len(args) == 2 and args[1] is Ellipsis:      # tuple[X, ...]
-            args = (args[0],) * len(value)
-        elif len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} items, got {value!r}")
-        return tuple(_convert(v, inner, f"{where}[{i}]") for i, (v, inner) in enumerate(zip(value, args)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        key_type, value_type = typing.get_args(annotation)
-        return {_convert(k, key_type, f"{where} key"): _convert(v, value_type, f"{where}.{k}")
-                for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(value, options[0], where)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation in (int, float, str, bool) and not isinstance(value, annotation) or \
-            (annotation is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
-    return value
-
-
-def from_dict(cls, data, where: str = "config"):
-    """An instance of the dataclass `cls` from a mapping, checking keys and types."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(names)}")
-    values = {name: _convert(data[name], hints[name], f"{where}.{name}") for name in names if name in data}
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from e
-
-
-def to_dict(cfg) -> dict:
-    """Plain data (for stats.json and dataset cards)."""
-    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-
-
-def _plain(value):
-    if dataclasses.is_dataclass(value):
-        return to_dict(value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def load_config(path: str | Path | None) -> CurateConfig:
     """The config in `path` (YAML), or the defaults when `path` is None."""
     if path is None:
         return CurateConfig()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    return from_dict(CurateConfig, data, where=str(path))
+    return from_dict(CurateConfig, read_yaml(path), where=str(path))

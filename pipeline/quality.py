@@ -22,16 +22,12 @@ from typing import Iterator
 import apache_beam as beam
 import numpy as np
 
-from filters.quality import NEGATIVE, POSITIVE, QualityConfig, Reason, normalize_for_fasttext, quality_score
+from filters.quality import (DEFAULT_NEGATIVES, DEFAULT_POSITIVES, NEGATIVE, POSITIVE,  # noqa: F401
+                             QualityConfig, Reason, normalize_for_fasttext, quality_score)
 from pipeline import doc as items
 from pipeline.shared_data import shared_data_dir
 from pipeline.stages import _Counters, _DocDoFn
 
-# Why these sources (docs/quality.md): positives are edited prose, negatives whole crawled pages as a browser
-# shows them, boilerplate and all; the classifier learns the difference DCLM's raters judge.
-DEFAULT_POSITIVES = ("text/wikitext-2-raw-v1.test.txt",
-                     "extraction/scrapinghub-article-extraction-benchmark/ground-truth.json")
-DEFAULT_NEGATIVES = ("warc/sample-crawl/*.warc.gz",)
 HUMAN_LABELS = ("text/dclm-human-quality-labels/majority_data.jsonl",
                 "text/dclm-human-quality-labels/agreement_data.jsonl")
 MIN_WORDS = 20                              # shorter texts teach the classifier little
