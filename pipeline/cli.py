@@ -212,7 +212,7 @@ def _run_verify(args, beam_args: list[str]) -> int:
 
 
 def _quality_defaults():
-    from pipeline.quality import DEFAULT_NEGATIVES, DEFAULT_POSITIVES
+    from filters.quality import DEFAULT_NEGATIVES, DEFAULT_POSITIVES     # not pipeline.quality: no Beam import
     return DEFAULT_POSITIVES, DEFAULT_NEGATIVES
 
 
@@ -292,6 +292,78 @@ def _run_curate(args, beam_args: list[str]) -> int:
     return 0 if result.funnel["balanced"] else 3
 
 
+def _train_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "train", help="pretrain the model on token shards (CPU or GPU; DDP under torchrun)",
+        description="Pretrain the decoder-only transformer on the token shards of `refinery tokenize`: one loop "
+                    "with AdamW, warmup + cosine or warmup-stable-decay, gradient accumulation, exact resume. "
+                    "Writes RUN/log.jsonl, RUN/checkpoints/, RUN/summary.json and RUN/loss.png.",
+        epilog="Example: refinery train --config configs/train-sample.yaml --set run.steps=200. Multi-process: "
+               "torchrun --nproc_per_node N -m pipeline.cli train --config FILE")
+    parser.add_argument("--config", metavar="FILE", help="YAML with model / data / optim / run sections "
+                                                         "(configs/train-sample.yaml documents every key)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set optim.lr=1e-3 --set run.steps=100; repeatable")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its latest checkpoint (its saved config, then --set)")
+    parser.set_defaults(handler=_run_train)
+    return parser
+
+
+def _run_train(args, beam_args: list[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from training.config import ConfigError
+    from training.pretrain import load_train_config, pretrain
+    if beam_args:
+        print(f"refinery train: unknown option(s) {' '.join(beam_args)}", file=sys.stderr)
+        return 2
+    try:
+        if args.resume:
+            saved = Path(args.resume) / "config.json"
+            if not saved.is_file():
+                raise FileNotFoundError(f"{args.resume}: no config.json (not a training run folder)")
+            cfg = load_train_config(args.config, [*args.set, f"run.out_dir={args.resume}"],
+                                    base=json.loads(saved.read_text()))
+        else:
+            cfg = load_train_config(args.config, args.set)
+        summary = pretrain(cfg, resume=bool(args.resume))
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"refinery train: {e}", file=sys.stderr)
+        return 2
+    if summary:
+        final = summary.get("final_eval") or {}
+        line = f"[train] {summary['steps']:,} steps, {summary['tokens']:,} tokens in {summary['wall_s']} s"
+        if "bpb" in final:
+            line += f"; held-out {final['bpb']:.4f} bits/byte (unigram {summary['unigram_bpb']:.4f})"
+        print(line + f"; {cfg.run.out_dir}/loss.png")
+    return 0
+
+
+def _export_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("export", help="a checkpoint -> Hugging Face Llama folder (safetensors + config.json)",
+                            description="Write a checkpoint (or a run folder's latest) in the transformers Llama "
+                                        "format: LlamaForCausalLM.from_pretrained(OUTPUT) loads it.")
+    parser.add_argument("--checkpoint", required=True, metavar="DIR", help="a checkpoint or a run folder")
+    parser.add_argument("--output", required=True, metavar="HF_DIR")
+    parser.set_defaults(handler=_run_export)
+    return parser
+
+
+def _run_export(args, beam_args: list[str]) -> int:
+    from training.checkpoint import load_model_weights
+    from training.hf import FormatError, save_hf
+    try:
+        model = load_model_weights(args.checkpoint)
+        save_hf(model, args.output)
+    except (FileNotFoundError, FormatError) as e:
+        print(f"refinery export: {e}", file=sys.stderr)
+        return 2
+    print(f"[export] {model.num_params() / 1e6:.2f} M parameters -> {args.output} (config.json, model.safetensors)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description="webrefinery: web crawl -> curated dataset -> "
                                                                   "trained model")
@@ -303,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     _tokenizer_parser(sub)
     _tokenize_parser(sub)
     _publish_parser(sub)
+    _train_parser(sub)
+    _export_parser(sub)
     return parser
 
 

@@ -5,7 +5,8 @@ refinery tokenize --input out/sample --tokenizer out/tokenizer --output out/toke
 ```
 Each Parquet file of the dataset is one unit of work: its documents are encoded (mixing's `repeat` copies
 written out), grouped by `domain`, and written as `OUT/<domain>/<file>.bin` plus `<file>.idx.parquet`
-(training/shards.py has the format). `OUT/tokens.json` sums tokens and documents per domain.
+(training/shards.py has the format). `OUT/tokens.json` sums tokens and documents per domain; `OUT/tokenizer/`
+holds a copy of the tokenizer, so training needs only OUT.
 """
 from __future__ import annotations
 
@@ -109,5 +110,13 @@ def tokenize(dataset_dir: str, tokenizer_dir: str, output_dir: str, beam_args: l
               "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id, "domains": dict(sorted(domains.items())),
               "tokens": sum(d["tokens"] for d in domains.values()), "shards": [s["file"] for s in shards],
               "wall_s": round(time.monotonic() - started, 1)}
+    # a copy of the tokenizer beside the shards, so training and evaluation need only this folder
+    from pathlib import Path
+
+    from training.tokenizer import CONFIG_FILE, MODEL_FILE
+    for name in (MODEL_FILE, CONFIG_FILE):
+        source = Path(tokenizer_dir) / name
+        if source.is_file():
+            write_atomic(join(output_dir, "tokenizer", name), source.read_bytes())
     write_atomic(join(output_dir, "tokens.json"), json.dumps(result, indent=1).encode())
     return result

@@ -116,6 +116,20 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.sp.decode(ids)
 
+    def token_bytes(self):
+        """UTF-8 bytes each id decodes to (numpy int64, vocab_size): byte pieces 1, control tokens 0. Because
+        decoding is lossless, summing it over a token sequence gives the byte length of its text."""
+        import numpy as np
+        sizes = np.zeros(self.vocab_size, dtype=np.int64)
+        for i in range(self.vocab_size):
+            if self.sp.is_control(i) or self.sp.is_unknown(i):
+                continue
+            if self.sp.is_byte(i):
+                sizes[i] = 1
+            else:
+                sizes[i] = len(self.sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+        return sizes
+
     def encode_pair(self, first: str, second: str, max_length: int = 512) -> dict[str, list[int]]:
         """`<s> first <|sep|> second </s>` with segment ids 0/1 and an attention mask; the second text is cut
         first when the pair is too long (a question stays whole, its context is shortened)."""

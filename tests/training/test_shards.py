@@ -13,20 +13,13 @@ from training.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(sample_run, tmp_path_factory):
-    _, output = sample_run
-    directory = tmp_path_factory.mktemp("tok") / "tok"
-    assert main(["tokenizer", "train", "--input", str(output / "data"), "--vocab-size", "4000",
-                 "--output", str(directory)]) == 0
-    return str(directory)
+def tokenizer_dir(sample_tokenizer_dir):
+    return sample_tokenizer_dir
 
 
 @pytest.fixture(scope="module")
-def tokens(sample_run, tokenizer_dir, tmp_path_factory):
-    _, output = sample_run
-    target = tmp_path_factory.mktemp("tokens") / "out"
-    assert main(["tokenize", "--input", str(output), "--tokenizer", tokenizer_dir, "--output", str(target)]) == 0
-    return target
+def tokens(sample_tokens):
+    return sample_tokens
 
 
 def test_shards_hold_every_document_and_decode_back(sample_run, tokens, tokenizer_dir):

