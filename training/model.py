@@ -260,6 +260,15 @@ class Transformer(nn.Module):
 
     def forward(self, idx, cache: KVCache | None = None, key_mask=None) -> ModelOutput:
         """idx (B, T) token ids; key_mask (B, past+T) 1 for real tokens, 0 for padding."""
+        x, stats = self.hidden_states(idx, cache, key_mask)
+        return ModelOutput(logits=self.logits(x), moe=stats)
+
+    def logits(self, hidden):
+        """(..., D) final hidden states -> (..., V): evaluation applies it only where it needs scores."""
+        return self.lm_head(self.norm(hidden))
+
+    def hidden_states(self, idx, cache: KVCache | None = None, key_mask=None):
+        """(B, T, D) hidden states before the final norm, and the MoE stats per layer."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if start + T > self.cfg.max_seq_len:
@@ -271,8 +280,7 @@ class Transformer(nn.Module):
             x, s = layer(x, cos, sin, i, cache, key_mask, start)
             if s is not None:
                 stats.append(s)
-        logits = self.lm_head(self.norm(x))                                          # (B, T, V)
-        return ModelOutput(logits=logits, moe=stats)
+        return x, stats
 
     def num_params(self, embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -12,7 +12,7 @@ from training.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
-def data(sample_tokens):
+def token_data(sample_tokens):
     return TokenData(sample_tokens, seq_len=64)
 
 
@@ -27,17 +27,17 @@ def test_a_domain_reads_as_one_stream_across_shards(sample_tokens):
     assert np.array_equal(stream.read(0, len(whole)), whole)
 
 
-def test_batches_are_windows_of_the_streams_and_a_function_of_step_and_index(data):
-    x, y = data.batch(step=3, index=1, rows=8)
+def test_batches_are_windows_of_the_streams_and_a_function_of_step_and_index(token_data):
+    x, y = token_data.batch(step=3, index=1, rows=8)
     assert x.shape == y.shape == (8, 64) and x.dtype == np.int64
     assert np.array_equal(x[:, 1:], y[:, :-1])                    # targets are inputs shifted by one
-    again, _ = data.batch(step=3, index=1, rows=8)
+    again, _ = token_data.batch(step=3, index=1, rows=8)
     assert np.array_equal(x, again)
-    assert not np.array_equal(x, data.batch(step=3, index=0, rows=8)[0])
-    assert not np.array_equal(x, data.batch(step=4, index=1, rows=8)[0])
+    assert not np.array_equal(x, token_data.batch(step=3, index=0, rows=8)[0])
+    assert not np.array_equal(x, token_data.batch(step=4, index=1, rows=8)[0])
     # each row is a real stretch of some domain's training part
     for row in x[:3]:
-        assert any(_contains(data.streams[d].read(0, data.split[d]), row) for d in data.streams)
+        assert any(_contains(token_data.streams[d].read(0, token_data.split[d]), row) for d in token_data.streams)
 
 
 def _contains(haystack: np.ndarray, needle: np.ndarray) -> bool:
@@ -45,14 +45,14 @@ def _contains(haystack: np.ndarray, needle: np.ndarray) -> bool:
     return any(np.array_equal(haystack[s:s + len(needle)], needle) for s in starts)
 
 
-def test_held_out_tail_starts_after_an_eos_and_is_never_sampled(data):
-    for name, stream in data.streams.items():
-        split = data.split[name]
+def test_held_out_tail_starts_after_an_eos_and_is_never_sampled(token_data):
+    for name, stream in token_data.streams.items():
+        split = token_data.split[name]
         assert 0.5 * len(stream) < split <= 0.98 * len(stream) + 1      # 2 %, or more to end on a document
         assert stream.read(split - 1, 1)[0] == 3                  # the training part ends with a whole document
-    rng_rows = np.concatenate([data.batch(s, 0, 16)[1] for s in range(50)])
-    tail = data.streams["news"].read(data.split["news"], len(data.streams["news"]) - data.split["news"])
-    train_part = data.streams["news"].read(0, data.split["news"])
+    rng_rows = np.concatenate([token_data.batch(s, 0, 16)[1] for s in range(50)])
+    news, split = token_data.streams["news"], token_data.split["news"]
+    tail, train_part = news.read(split, len(news) - split), news.read(0, split)
     only_in_tail = set(tail[:200].tolist()) - set(train_part.tolist())
     assert not only_in_tail & set(rng_rows.ravel().tolist())
 
@@ -85,9 +85,9 @@ def test_missing_folder_is_a_clear_error(tmp_path):
         TokenData(tmp_path, seq_len=32)
 
 
-def test_bits_per_byte_of_the_unigram_baseline_by_hand(sample_tokens, data):
+def test_bits_per_byte_of_the_unigram_baseline_by_hand(sample_tokens, token_data):
     token_bytes = Tokenizer(str(sample_tokens / "tokenizer")).token_bytes()     # the copy `refinery tokenize` keeps
-    windows = data.val_windows(4096)
+    windows = token_data.val_windows(4096)
     counts = np.bincount(np.concatenate([w for _, w in windows]), minlength=len(token_bytes))
     result = unigram_loss(counts, windows, token_bytes)
     probs = (counts + 1.0) / (counts + 1.0).sum()
