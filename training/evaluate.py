@@ -54,3 +54,102 @@ def unigram_loss(counts: np.ndarray, windows: list[tuple[str, np.ndarray]], toke
         count[name] += targets.size
         nbytes[name] += int(token_bytes[targets].sum())
     return _summarise(nll, count, nbytes)
+
+
+# ---- benchmarks (refinery eval)
+
+WIKITEXT = "text/wikitext-2-raw-v1.test.txt"
+
+
+def score_task(lm, task, progress=None) -> dict:
+    """Metrics of `task` (training/tasks.py) for `lm` (training/lm.py): acc, acc_norm, ppl as the task lists,
+    with the standard error of acc (binomial) and per-group accuracy for MMLU."""
+    requests = [r for item in task.items for r in item.requests]
+    scores = lm.loglikelihood(requests, progress=progress)
+    correct, correct_norm, greedy_ll, groups = [], [], [], defaultdict(list)
+    at = 0
+    for item in task.items:
+        mine = scores[at:at + len(item.requests)]
+        at += len(item.requests)
+        if item.kind == "greedy":
+            correct.append(mine[0][1])
+            greedy_ll.append(mine[0][0])
+        else:
+            lls = [ll for ll, _ in mine]
+            norm = [ll / max(1, len(cont)) for ll, (_, cont) in zip(lls, item.requests)]
+            correct.append(int(np.argmax(lls)) == item.gold)
+            correct_norm.append(int(np.argmax(norm)) == item.gold)
+        if item.group:
+            groups[item.group].append(correct[-1])
+    n = len(correct)
+    acc = float(np.mean(correct)) if n else float("nan")
+    out = {"acc": acc, "acc_stderr": math.sqrt(acc * (1 - acc) / max(1, n - 1)), "n": n}
+    if "acc_norm" in task.metrics:
+        out["acc_norm"] = float(np.mean(correct_norm))
+    if "ppl" in task.metrics:
+        out["ppl"] = math.exp(-float(np.mean(greedy_ll)))
+    if groups:    # MMLU: the mean over subjects (the paper's macro average) beside the mean over questions
+        out["acc_subject_mean"] = float(np.mean([np.mean(v) for v in groups.values()]))
+        out["subjects"] = {g: float(np.mean(v)) for g, v in sorted(groups.items())}
+    out["shots"] = task.shots
+    return out
+
+
+def text_bpb(lm, text: str, window: int | None = None, stride: int | None = None) -> dict:
+    """Perplexity and bits per byte of `text` (sliding window): bpb = Σ NLL / UTF-8 bytes / ln 2, tokens and
+    bytes counted over the whole text, so tokenizers compare."""
+    nll, tokens = lm.rolling_nll(text, window, stride)
+    nbytes = len(text.encode("utf-8"))
+    return {"bpb": nll / nbytes / math.log(2), "ppl_token": math.exp(nll / max(1, tokens)),
+            "nll": nll, "tokens": tokens, "bytes": nbytes}
+
+
+def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, shots: int = 0,
+             tokenizer: str | None = None, batch_size: int = 16, window: int | None = None,
+             stride: int | None = None, text_bytes: int | None = None, progress: bool = True, log=print) -> dict:
+    """Evaluate `model` on `tasks` (names from training/tasks.py, plus `wikitext` for bits per byte)."""
+    import time
+    from pathlib import Path
+
+    from training.lm import load_lm
+    from training.tasks import load_task
+    data_dir = Path(data_dir)
+    started = time.monotonic()
+    lm = load_lm(model, tokenizer=tokenizer, batch_size=batch_size)
+    log(f"[eval] {model}: {lm.model.num_params() / 1e6:.1f} M parameters, context {lm.max_length}")
+    results = {}
+    for name in tasks:
+        t0 = time.monotonic()
+        if name == "wikitext":
+            text = (data_dir / WIKITEXT).read_text(encoding="utf-8")
+            if text_bytes:
+                text = text.encode("utf-8")[:text_bytes].decode("utf-8", "ignore")
+            results[name] = text_bpb(lm, text, window, stride)
+        else:
+            task = load_task(name, data_dir, shots=shots, limit=limit)
+            bar = None
+            if progress:
+                from tqdm import tqdm
+                bar = tqdm(total=sum(len(i.requests) for i in task.items), desc=name, unit="req",
+                           dynamic_ncols=True, leave=False)
+            results[name] = score_task(lm, task, progress=bar.update if bar else None)
+            if bar:
+                bar.close()
+        results[name]["seconds"] = round(time.monotonic() - t0, 1)
+        log(f"[eval] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()
+                                           if k in ("acc", "acc_norm", "ppl", "bpb", "acc_subject_mean")))
+    results["_meta"] = {"model": str(model), "limit": limit, "shots": shots, "wall_s": round(time.monotonic() - started, 1),
+                        "parameters": lm.model.num_params()}
+    return results
+
+
+def markdown_table(results: dict) -> str:
+    lines = ["| task | n | acc | acc_norm | other |", "|---|---:|---:|---:|---|"]
+    for name, r in results.items():
+        if name.startswith("_"):
+            continue
+        other = ", ".join(f"{k} {r[k]:.4f}" for k in ("bpb", "ppl", "ppl_token", "acc_subject_mean") if k in r)
+        acc = f"{r['acc']:.4f} ± {r['acc_stderr']:.4f}" if "acc" in r else ""
+        norm = f"{r['acc_norm']:.4f}" if "acc_norm" in r else ""
+        lines.append(f"| {name} | {r.get('n', r.get('tokens', ''))} | {acc} | {norm} | {other} |")
+    return "\n".join(lines)

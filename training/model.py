@@ -37,12 +37,15 @@ class ModelConfig:
     top_k: int = 2                 # experts per token (Mixtral: 2 of 8)
     balance_coef: float = 0.01     # Switch Transformer's alpha for the load-balancing loss
     z_loss_coef: float = 0.001     # ST-MoE's router z-loss coefficient
+    arch: str = "transformer"      # or "lstm": the recurrent baseline for scaling comparisons (training/lstm.py)
 
     def __post_init__(self):
         if self.dim % self.n_heads and not self.head_dim:
             raise ValueError(f"dim ({self.dim}) must be a multiple of n_heads ({self.n_heads}) or set head_dim")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+        if self.arch not in ("transformer", "lstm"):
+            raise ValueError(f"arch must be transformer or lstm, got {self.arch!r}")
         if self.n_experts and not 1 <= self.top_k <= self.n_experts:
             raise ValueError(f"top_k must be in 1..n_experts ({self.n_experts}), got {self.top_k}")
 
@@ -308,3 +311,11 @@ def collapsed_experts(load: torch.Tensor, min_load: float = 0.1) -> list[tuple[i
     return [(int(i), int(e), float(load[i, e])) for i, e in zip(layers, experts)]
 
 
+
+
+def build(cfg: ModelConfig) -> nn.Module:
+    """The model `cfg.arch` names."""
+    if cfg.arch == "lstm":
+        from training.lstm import LSTMLanguageModel
+        return LSTMLanguageModel(cfg)
+    return Transformer(cfg)

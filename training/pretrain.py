@@ -24,7 +24,7 @@ from training.data import DataConfig, PretrainBatches
 from training.evaluate import unigram_loss, windows_loss
 from training.losses import moe_loss, next_token_loss
 from training.loop import OptimConfig, RunConfig, decay_start, train
-from training.model import ModelConfig, Transformer
+from training.model import ModelConfig, Transformer, build
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def build_model(cfg: TrainConfig) -> Transformer:
         if cfg.model.max_seq_len > model.cfg.max_seq_len or cfg.model.rope_theta != model.cfg.rope_theta:
             model.extend_context(max(cfg.model.max_seq_len, model.cfg.max_seq_len), cfg.model.rope_theta)
         return model
-    return Transformer(cfg.model)
+    return build(cfg.model)
 
 
 def pretrain(cfg: TrainConfig, resume: bool = False) -> dict:
@@ -120,6 +120,7 @@ def pretrain(cfg: TrainConfig, resume: bool = False) -> dict:
                     config=config, resume=resume, flops_per_token=model.flops_per_token(cfg.data.seq_len))
     if summary:
         summary["unigram_bpb"] = baseline["bpb"] if baseline else None
+        summary["non_embedding_params"] = model.num_params(embedding=False)
         out = Path(cfg.run.out_dir)
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         if baseline:

@@ -1,0 +1,140 @@
+"""Benchmarks as lm-evaluation-harness poses them, log-likelihood scoring, sliding-window bits per byte, and
+`refinery eval` on a model trained on the sample crawl."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.cli import main
+from training.evaluate import score_task
+from training.lm import LM, _SentencePiece
+from training.model import ModelConfig, Transformer
+from training.tasks import TASKS, load_task
+from training.tokenizer import Tokenizer
+
+
+@pytest.mark.parametrize("name, items, choices", [("arc_easy", 2376, None), ("arc_challenge", 1172, None),
+                                                  ("hellaswag", 10042, 4), ("piqa", 1838, 2), ("openbookqa", 500, 4),
+                                                  ("copa", 100, 2), ("winogrande", 1267, 2), ("lambada", 5153, 1),
+                                                  ("boolq", 3270, 2), ("mmlu", 14042, 4), ("mmlu_cloze", 14042, 4)])
+def test_every_task_loads_whole(data, name, items, choices):
+    task = load_task(name, data)
+    assert len(task.items) == items
+    for item in task.items[:50]:
+        assert choices is None or len(item.requests) == choices
+        assert 0 <= item.gold < len(item.requests)
+        assert all(cont.startswith(" ") and not ctx.endswith(" ") for ctx, cont in item.requests)
+
+
+def test_harness_prompts(data):
+    arc = load_task("arc_easy", data).items[0]
+    assert arc.requests[0] == ("Question: Which statement best explains why photosynthesis is the foundation of "
+                               "most food webs?\nAnswer:", " Sunlight is the source of energy for nearly all ecosystems.")
+    copa = load_task("copa", data).items[0]
+    assert copa.requests[1] == ("The man turned on the faucet, therefore", " water flowed from the spout.")
+    wino = load_task("winogrande", data).items[0]
+    assert [c for c, _ in wino.requests] == ["Sarah was a much better surgeon than Maria so Sarah",
+                                             "Sarah was a much better surgeon than Maria so Maria"]
+    assert wino.requests[0][1] == wino.requests[1][1] == " always got the easier cases."
+    hella = load_task("hellaswag", data).items[0]
+    assert hella.requests[0][0] == "Roof shingle removal: A man is sitting on a roof. he" and hella.gold == 3
+    lambada = load_task("lambada", data).items[0]
+    assert lambada.kind == "greedy" and lambada.requests[0][1] == " signs"
+
+
+def test_mmlu_few_shot_uses_the_dev_examples_in_order(data):
+    task = load_task("mmlu", data, shots=5, limit=2)
+    assert len(task.items) == 57 * 2 and task.notes["subjects"] == 57
+    first = task.items[0]
+    assert first.group == "abstract_algebra"
+    context = first.requests[0][0]
+    assert context.startswith("The following are multiple choice questions (with answers) about abstract algebra.\n\n"
+                              "Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\nA. 0\nB. 1\nC. 2\nD. 3\n"
+                              "Answer: B\n\n")
+    assert context.count("\nAnswer:") == 6 and context.endswith("\nAnswer:")
+    assert [c for _, c in first.requests] == [" A", " B", " C", " D"]
+    cloze = load_task("mmlu_cloze", data, shots=0, limit=1).items[0]
+    assert "\nA. " not in cloze.requests[0][0] and cloze.requests[0][1] == " 0"
+    with pytest.raises(ValueError, match="shots must be 0-5"):
+        load_task("mmlu", data, shots=6)
+    with pytest.raises(ValueError, match="unknown task"):
+        load_task("squad", data)
+
+
+def test_other_tasks_take_their_first_items_as_shots(data):
+    zero, two = load_task("copa", data), load_task("copa", data, shots=2)
+    assert len(two.items) == 98 and two.items[0].gold == zero.items[2].gold
+    assert two.items[0].requests[0][0].startswith(zero.items[0].requests[0][0] + zero.items[0].requests[
+        zero.items[0].gold][1] + "\n\n")
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(sample_tokens):
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(str(sample_tokens / "tokenizer"))
+    model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=4, n_kv_heads=2,
+                                    max_seq_len=64)).eval()
+    return LM(model=model, tokenizer=_SentencePiece(tokenizer), name="tiny", batch_size=3)
+
+
+def test_loglikelihood_is_the_sum_over_continuation_tokens(tiny_lm):
+    requests = [("Question: what is the capital of France?\nAnswer:", " Paris"),
+                ("The following are multiple choice questions.\nAnswer: ", "B"),      # trailing space moves over
+                ("A", " rather longer continuation with several tokens in it")]
+    scores = tiny_lm.loglikelihood(requests)
+    for (context, continuation), (ll, greedy) in zip(requests, scores):
+        context = context.rstrip(" ")
+        continuation = (" " if requests[1][0].endswith(" ") and continuation == "B" else "") + continuation
+        ctx = [3] + tiny_lm.encode(context)
+        whole = [3] + tiny_lm.encode(context + continuation)
+        with torch.no_grad():
+            logprobs = F.log_softmax(tiny_lm.model(torch.tensor([whole[:-1]])).logits[0], dim=-1)
+        targets = whole[len(ctx):]
+        positions = range(len(ctx) - 1, len(whole) - 1)
+        expected = sum(float(logprobs[p, t]) for p, t in zip(positions, targets))
+        assert ll == pytest.approx(expected, abs=1e-4)
+        assert greedy == all(int(logprobs[p].argmax()) == t for p, t in zip(positions, targets))
+    one_by_one = [LM(tiny_lm.model, tiny_lm.tokenizer, "t", batch_size=1).loglikelihood([r])[0] for r in requests]
+    assert [s[0] for s in one_by_one] == pytest.approx([s[0] for s in scores], abs=1e-4)
+
+
+def test_rolling_nll_scores_every_token_once(tiny_lm, data):
+    text = (data / "text/wikitext-2-raw-v1.test.txt").read_text(encoding="utf-8")[:3000]
+    ids = [3] + tiny_lm.encode(text)
+    nll, scored = tiny_lm.rolling_nll(text, window=64, stride=16)
+    assert scored == len(ids) - 1
+    short = text[:150]
+    short_ids = [3] + tiny_lm.encode(short)
+    assert len(short_ids) <= 65
+    with torch.no_grad():
+        logprobs = F.log_softmax(tiny_lm.model(torch.tensor([short_ids[:-1]])).logits[0], dim=-1)
+    direct = -sum(float(logprobs[i, t]) for i, t in enumerate(short_ids[1:]))
+    assert tiny_lm.rolling_nll(short)[0] == pytest.approx(direct, abs=1e-3)
+
+
+def test_scores_become_accuracy(tiny_lm, data):
+    task = load_task("copa", data, limit=30)
+    result = score_task(tiny_lm, task)
+    assert result["n"] == 30 and 0 <= result["acc"] <= 1
+    assert result["acc_stderr"] == pytest.approx(math.sqrt(result["acc"] * (1 - result["acc"]) / 29))
+
+
+def test_eval_command_on_a_trained_checkpoint(sample_tokens, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--set", f"data.tokens={sample_tokens}", "--set", f"run.out_dir={run}",
+                 "--set", "data.seq_len=64", "--set", "model.max_seq_len=64", "--set", "model.dim=32",
+                 "--set", "model.n_layers=1", "--set", "model.n_heads=4", "--set", "model.n_kv_heads=2",
+                 "--set", "run.steps=30", "--set", "run.progress=false", "--set", "run.batch_size=8"]) == 0
+    out = tmp_path / "results.json"
+    assert main(["eval", "--model", str(run), "--tasks", "wikitext,copa,lambada,mmlu", "--limit", "10",
+                 "--text-bytes", "20000", "--output", str(out), "--no-progress"]) == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"wikitext", "copa", "lambada", "mmlu", "_meta"}
+    assert 1.0 < results["wikitext"]["bpb"] < 6.0 and results["wikitext"]["bytes"] == 20000
+    assert results["copa"]["n"] == 10 and results["mmlu"]["n"] == 570 and "ppl" in results["lambada"]
+    assert out.with_suffix(".md").read_text().startswith("| task | n | acc |")
+    assert main(["eval", "--model", str(run), "--tasks", "nope"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+    assert set(TASKS) >= {"arc_easy", "hellaswag", "piqa", "mmlu"}
