@@ -527,6 +527,68 @@ def _run_scaling(args, beam_args: list[str]) -> int:
     return 0
 
 
+def _generate_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("generate", help="sample a continuation of a prompt (KV cache; temperature, top-k, top-p)",
+                            description="Continue PROMPT with a model: one of our runs/checkpoints, an HF Llama "
+                                        "folder or a GGUF file. Stops at EOS or --max-new-tokens.")
+    parser.add_argument("--model", required=True, metavar="MODEL")
+    parser.add_argument("--prompt", required=True, metavar="TEXT")
+    parser.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    parser.add_argument("--top-k", type=int, default=0, metavar="K", help="keep the K most likely tokens (0 = all)")
+    parser.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus sampling mass (default 0.95)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokenizer", metavar="DIR")
+    parser.set_defaults(handler=_run_generate)
+    return parser
+
+
+def _run_generate(args, beam_args: list[str]) -> int:
+    from training.generate import generate
+    from training.lm import load_lm
+    try:
+        lm = load_lm(args.model, tokenizer=args.tokenizer)
+        prompt = lm.tokenizer.prefix + lm.encode(args.prompt)          # our models: after an EOS, as in training
+        ids = generate(lm.model, prompt or lm.tokenizer.rolling_prefix, args.max_new_tokens, args.temperature,
+                       args.top_k, args.top_p, eos_id=lm.tokenizer.eos_id, seed=args.seed)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"refinery generate: {e}", file=sys.stderr)
+        return 2
+    print(args.prompt + lm.tokenizer.decode([i for i in ids if i != lm.tokenizer.eos_id]))
+    return 0
+
+
+def _sft_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("sft", help="supervised fine-tuning on conversations (loss on the assistant's tokens)",
+                            description="Fine-tune one of our checkpoints on Alpaca JSON, Self-Instruct seed tasks, or "
+                                        "JSONL with messages or prompt/completion; every 10th example is held out "
+                                        "and its answer loss logged before and during training.")
+    parser.add_argument("--model", required=True, metavar="RUN_OR_CHECKPOINT")
+    parser.add_argument("--data", required=True, metavar="FILE")
+    parser.add_argument("--output", required=True, metavar="DIR")
+    parser.add_argument("--config", metavar="FILE", help="YAML with data / optim / run sections")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="e.g. --set run.steps=300 --set optim.lr=1e-4 --set data.seq_len=512")
+    parser.set_defaults(handler=_run_sft)
+    return parser
+
+
+def _run_sft(args, beam_args: list[str]) -> int:
+    from training.config import ConfigError
+    from training.sft import load_sft_config, sft
+    try:
+        cfg = load_sft_config(args.config, [f"model={args.model}", f"data.data={args.data}",
+                                            f"run.out_dir={args.output}", *args.set])
+        summary = sft(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"refinery sft: {e}", file=sys.stderr)
+        return 2
+    if summary:
+        print(f"[sft] held-out answer loss {summary['answer_loss_before']:.4f} -> {summary['answer_loss_after']:.4f} "
+              f"after {summary['steps']:,} steps; {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description="webrefinery: web crawl -> curated dataset -> "
                                                                   "trained model")
@@ -543,6 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     _contamination_parser(sub)
     _scaling_parser(sub)
+    _generate_parser(sub)
+    _sft_parser(sub)
     return parser
 
 

@@ -34,6 +34,13 @@ class _SentencePiece:
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text)
 
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
+
+    @property
+    def eos_id(self) -> int:
+        return self.tok.eos_id
+
 
 class _HuggingFace:
     def __init__(self, tokenizer):
@@ -47,6 +54,13 @@ class _HuggingFace:
 
     def encode(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.tok.eos_token_id
 
 
 @dataclass

@@ -137,4 +137,10 @@ def test_eval_command_on_a_trained_checkpoint(sample_tokens, tmp_path, capsys):
     assert out.with_suffix(".md").read_text().startswith("| task | n | acc |")
     assert main(["eval", "--model", str(run), "--tasks", "nope"]) == 2
     assert "unknown task" in capsys.readouterr().err
+    # the same checkpoint generates: greedy is deterministic and continues the prompt
+    for _ in range(2):
+        assert main(["generate", "--model", str(run), "--prompt", "The city council said", "--temperature", "0",
+                     "--max-new-tokens", "12"]) == 0
+    first, second = capsys.readouterr().out.strip().split("\n")[-2:]
+    assert first == second and first.startswith("The city council said") and len(first) > len("The city council said")
     assert set(TASKS) >= {"arc_easy", "hellaswag", "piqa", "mmlu"}
