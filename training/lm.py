@@ -101,7 +101,8 @@ class LM:
             if not cont:
                 raise ValueError(f"request {i}: empty continuation")
             seq = (ctx + cont)[-(self.max_length + 1):]
-            by_input.setdefault(tuple(seq[:-1]), []).append((i, seq, len(cont)))
+            # a continuation longer than the window is scored on its last max_length tokens
+            by_input.setdefault(tuple(seq[:-1]), []).append((i, seq, min(len(cont), len(seq) - 1)))
         order = sorted(by_input.items(), key=lambda e: -len(e[0]))      # longest first: padding stays small
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         for start in range(0, len(order), self.batch_size):
@@ -175,6 +176,14 @@ def _our_tokenizer(path: Path) -> Path:
         if (folder / "tokenizer.model").is_file():
             return folder
     raise FileNotFoundError(f"{path}: cannot find its tokenizer; pass --tokenizer DIR")
+
+
+def copy_tokenizer(tokenizer_dir: str | Path, run_dir: str | Path) -> None:
+    """A copy of the tokenizer beside a run's checkpoints, so eval / generate / chat find it."""
+    import shutil
+    for name in ("tokenizer.model", "tokenizer.json"):
+        if (Path(tokenizer_dir) / name).is_file():
+            shutil.copy(Path(tokenizer_dir) / name, Path(run_dir) / name)
 
 
 def bits_per_byte(nll: float, nbytes: int) -> float:
