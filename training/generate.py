@@ -5,6 +5,8 @@ Each prompt is run once (prefill), then one token at a time against the cache. S
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from training.model import KVCache
@@ -32,8 +34,10 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
 
 @torch.no_grad()
 def generate(model, prompt: list[int], max_new_tokens: int = 64, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, eos_id: int | None = 3, seed: int | None = None) -> list[int]:
-    """New token ids after `prompt` (EOS, if produced, included and last)."""
+             top_p: float = 1.0, eos_id: int | Iterable[int] | None = 3, seed: int | None = None) -> list[int]:
+    """New token ids after `prompt` (the stop token, if produced, included and last). `eos_id`: one stop id or
+    several (a chat reply ends at `<|end|>` or EOS)."""
+    stops = {eos_id} if isinstance(eos_id, int) else set(eos_id or ())
     if not prompt:
         raise ValueError("the prompt needs at least one token")
     device = next(model.parameters()).device
@@ -53,7 +57,7 @@ def generate(model, prompt: list[int], max_new_tokens: int = 64, temperature: fl
         else:
             token = int(torch.multinomial(filtered.softmax(-1), 1, generator=generator))
         out.append(token)
-        if token == eos_id or len(prompt) + len(out) >= model.cfg.max_seq_len:
+        if token in stops or len(prompt) + len(out) >= model.cfg.max_seq_len:
             break
         logits = model(torch.tensor([[token]], device=device), cache=cache).logits[0, -1]
     return out

@@ -53,6 +53,8 @@ def read_pairs(paths: list[str | Path]) -> list[tuple[list[dict], list[dict]]]:
                 if not line.strip():
                     continue
                 row = json.loads(line)
+                if row.get("label") in ("tie", "skip"):      # `refinery label` records these too; not pairs
+                    continue
                 if "chosen" not in row or "rejected" not in row:
                     raise ValueError(f"{path}, line {i + 1}: expected chosen and rejected, got {sorted(row)}")
                 if "prompt" in row:
@@ -79,6 +81,19 @@ class RewardModel(nn.Module):
         hidden, _ = self.backbone.hidden_states(idx)                              # (B, T, D)
         last = hidden[torch.arange(idx.shape[0], device=idx.device), lengths - 1]   # (B, D)
         return self.head(self.backbone.norm(last))[:, 0]                          # (B,)
+
+
+def load_reward_model(path: str | Path) -> RewardModel:
+    """A `refinery reward` run (or one of its checkpoints) as a RewardModel."""
+    from training.checkpoint import resolve
+    from training.model import ModelConfig, build
+    path = resolve(path)
+    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    if "head.weight" not in state:
+        raise ValueError(f"{path}: not a reward model (no scalar head); train one with `refinery reward`")
+    model = RewardModel(build(ModelConfig(**json.loads((path / "model.json").read_text()))))
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def _encode(tokenizer, messages, seq_len: int) -> list[int]:
@@ -147,7 +162,8 @@ def pairwise_accuracy(model, pairs, pad_id: int, rows: int = 8) -> dict:
 
 
 @dataclass(frozen=True)
-class RewardData:
+class PreferenceData:
+    """Preference pairs for `refinery reward` and `refinery dpo`."""
     pairs: tuple[str, ...] = ()        # empty: hh-rlhf's four test files from the shared data folder
     seq_len: int = 256
     held_out_every: int = 10
@@ -155,11 +171,22 @@ class RewardData:
     seed: int = 0
 
 
+def split_pairs(data: PreferenceData):
+    """(training, held-out) conversation pairs: every `held_out_every`-th pair (by position) held out."""
+    from pipeline.shared_data import shared_data_dir
+    pairs = read_pairs(list(data.pairs) or [shared_data_dir() / p for p in HH_RLHF])
+    if data.limit:
+        pairs = pairs[:data.limit]
+    held = [p for i, p in enumerate(pairs) if i % data.held_out_every == 0]
+    train_pairs = [p for i, p in enumerate(pairs) if i % data.held_out_every != 0]
+    return train_pairs, held
+
+
 @dataclass(frozen=True)
 class RewardConfig:
     model: str = "out/train"
     center_coef: float = 0.0           # η of the centring term; TRL suggests 0.01
-    data: RewardData = field(default_factory=RewardData)
+    data: PreferenceData = field(default_factory=PreferenceData)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10))
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="out/reward", steps=200, batch_size=8,
                                                               eval_every=50, checkpoint_every=100))
@@ -173,7 +200,6 @@ def load_reward_config(path=None, overrides=()) -> RewardConfig:
 def train_reward(cfg: RewardConfig, log=print) -> dict:
     import os
 
-    from pipeline.shared_data import shared_data_dir
     from training.checkpoint import load_model_weights
     from training.lm import _our_tokenizer
     from training.tokenizer import Tokenizer
@@ -181,13 +207,8 @@ def train_reward(cfg: RewardConfig, log=print) -> dict:
     if backbone.cfg.max_seq_len < cfg.data.seq_len:
         backbone.extend_context(cfg.data.seq_len)
     tokenizer = Tokenizer(str(_our_tokenizer(Path(cfg.model))))
-    paths = list(cfg.data.pairs) or [shared_data_dir() / p for p in HH_RLHF]
-    pairs = read_pairs(paths)
-    if cfg.data.limit:
-        pairs = pairs[:cfg.data.limit]
-    encoded = [(_encode(tokenizer, c, cfg.data.seq_len), _encode(tokenizer, r, cfg.data.seq_len)) for c, r in pairs]
-    held = [p for i, p in enumerate(encoded) if i % cfg.data.held_out_every == 0]
-    train_pairs = [p for i, p in enumerate(encoded) if i % cfg.data.held_out_every != 0]
+    train_pairs, held = ([(_encode(tokenizer, c, cfg.data.seq_len), _encode(tokenizer, r, cfg.data.seq_len))
+                          for c, r in part] for part in split_pairs(cfg.data))
     model = RewardModel(backbone)
     before = pairwise_accuracy(model, held, tokenizer.pad_id)
     log(f"[reward] {len(train_pairs):,} training and {len(held):,} held-out pairs; held-out accuracy before "

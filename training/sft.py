@@ -86,6 +86,7 @@ class SFTData:
     data: str = "../shared/data/sft/alpaca_data_1k.json"
     seq_len: int = 256                 # conversations are cut to this many tokens
     held_out_every: int = 10           # every N-th example is held out
+    pack: bool = False                 # several conversations per row of seq_len (training rows only)
     seed: int = 0
 
 
@@ -118,6 +119,22 @@ class SFTBatches:
             order = np.random.default_rng([self.seed, epoch]).permutation(n)
             picks.append(self.examples[order[position]])
         return collate(picks, self.pad_id)
+
+
+def pack(examples: list[tuple[list[int], list[int]]], seq_len: int) -> list[tuple[list[int], list[int]]]:
+    """Conversations packed into rows of at most `seq_len` tokens, first-fit by decreasing length (each
+    conversation whole; one ends with EOS and the next follows it without its own leading EOS). Attention is not
+    masked between the conversations of a row, as in TRL's packing: fewer pad tokens, a little cross-talk."""
+    rows: list[tuple[list[int], list[int]]] = []
+    for ids, labels in sorted(examples, key=lambda e: -len(e[0])):
+        for row_ids, row_labels in rows:
+            if len(row_ids) + len(ids) - 1 <= seq_len:
+                row_ids.extend(ids[1:])
+                row_labels.extend(labels[1:])
+                break
+        else:
+            rows.append((list(ids), list(labels)))
+    return rows
 
 
 def collate(examples, pad_id: int) -> dict[str, np.ndarray]:
@@ -161,7 +178,7 @@ def load_sft_config(path=None, overrides=()) -> SFTConfig:
 
 def sft(cfg: SFTConfig, log=print) -> dict:
     from training.checkpoint import load_model_weights
-    from training.lm import _our_tokenizer
+    from training.lm import _our_tokenizer, copy_tokenizer
     from training.tokenizer import Tokenizer
     model = load_model_weights(cfg.model)
     tokenizer_dir = _our_tokenizer(Path(cfg.model))
@@ -176,6 +193,11 @@ def sft(cfg: SFTConfig, log=print) -> dict:
     before = answer_loss(model, held, tokenizer.pad_id)
     log(f"[sft] {len(train_set):,} training and {len(held):,} held-out conversations "
         f"({len(encoded) - len(kept)} too long); held-out answer loss before {before:.4f}")
+    if cfg.data.pack:
+        conversations_in = len(train_set)
+        train_set = pack(train_set, cfg.data.seq_len)
+        log(f"[sft] packed {conversations_in:,} conversations into {len(train_set):,} rows of <= {cfg.data.seq_len} "
+            f"tokens")
 
     def evaluate(m):
         return {"answer_loss": answer_loss(m, held, tokenizer.pad_id)}
@@ -189,8 +211,5 @@ def sft(cfg: SFTConfig, log=print) -> dict:
         summary["answer_loss_before"] = before
         summary["answer_loss_after"] = (summary.get("final_eval") or {}).get("answer_loss")
         (Path(cfg.run.out_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
-        # a copy of the tokenizer beside the checkpoints, so eval / generate find it
-        import shutil
-        for name in ("tokenizer.model", "tokenizer.json"):
-            shutil.copy(Path(tokenizer_dir) / name, Path(cfg.run.out_dir) / name)
+        copy_tokenizer(tokenizer_dir, cfg.run.out_dir)
     return summary

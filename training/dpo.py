@@ -1,0 +1,228 @@
+"""`refinery dpo`: direct preference optimisation of one of our checkpoints on chosen/rejected pairs.
+
+```
+refinery dpo --model out/sft --output out/dpo                                   # hh-rlhf's four test files
+refinery dpo --model out/sft --pairs labels.jsonl --output out/dpo --set beta=0.1 --set length_normalized=true
+```
+The reference is the starting model; its log-probs of every pair are computed once, before training, and kept
+with the pair. Only the final assistant reply is scored (the shared conversation before it is context), summed
+over its tokens — or averaged (`length_normalized`, the SimPO / R-DPO remedy for DPO's drift to long replies).
+`variant: ipo` swaps the sigmoid loss for IPO's squared one. Reported on the held-out pairs (every 10th):
+reward accuracy and margin (β·[(π_c − ref_c) − (π_r − ref_r)]), the policy's own log-prob margin
+log π(c) − log π(r) before and after, and the mean length of sampled replies to held-out prompts before and after.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.config import apply_overrides, from_dict, read_yaml
+from training.losses import IGNORE, dpo_loss, sequence_logprobs
+from training.loop import OptimConfig, RunConfig, train
+from training.reward import PreferenceData, split_pairs
+from training.sft import collate, encode_conversation
+
+
+def encode_reply(tokenizer, messages: list[dict], seq_len: int) -> tuple[list[int], list[int]]:
+    """(ids, labels) of a conversation with labels on its final assistant reply only (+ `<|end|>` and EOS);
+    longer than `seq_len`: the start is cut, the reply kept."""
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("a preference conversation must end with the assistant's reply")
+    context, _ = encode_conversation(tokenizer, messages[:-1], 10 ** 9)
+    context = context[:-1]                                    # without the closing EOS
+    ids, labels = encode_conversation(tokenizer, messages, 10 ** 9)
+    labels = [IGNORE] * len(context) + labels[len(context):]
+    return ids[-seq_len:], labels[-seq_len:]
+
+
+def collate_pairs(examples: list[dict], pad_id: int) -> dict[str, np.ndarray]:
+    """Chosen rows, then rejected rows (shifted inputs/targets), with their reference log-probs."""
+    batch = collate([e["chosen"] for e in examples] + [e["rejected"] for e in examples], pad_id)
+    batch["ref_chosen"] = np.array([e["ref"][0] for e in examples], dtype=np.float32)
+    batch["ref_rejected"] = np.array([e["ref"][1] for e in examples], dtype=np.float32)
+    return batch
+
+
+class DPOBatches:
+    """Pairs in a seeded permutation per pass, a pure function of (step, index) like the other batches."""
+
+    def __init__(self, examples: list[dict], rows: int, pad_id: int, seed: int, per_step: int = 1):
+        if not examples:
+            raise ValueError("no training pairs")
+        self.examples, self.rows, self.pad_id, self.seed, self.per_step = examples, rows, pad_id, seed, per_step
+
+    def batch(self, step: int, index: int):
+        n = len(self.examples)
+        start = (step * self.per_step + index) * self.rows
+        picks = []
+        for slot in range(start, start + self.rows):
+            epoch, position = divmod(slot, n)
+            picks.append(self.examples[np.random.default_rng([self.seed, epoch]).permutation(n)[position]])
+        return collate_pairs(picks, self.pad_id)
+
+
+def _logprobs(model, batch: dict, average: bool) -> torch.Tensor:
+    logits = model(batch["input"]).logits
+    return sequence_logprobs(logits, batch["target"], average=average)
+
+
+@torch.no_grad()
+def reference_logprobs(model, examples: list[dict], pad_id: int, average: bool, rows: int = 8) -> None:
+    """Fill each example's "ref" with (log π_ref(chosen), log π_ref(rejected)): once, before training."""
+    device = next(model.parameters()).device
+    model.eval()
+    for i in range(0, len(examples), rows):
+        chunk = examples[i:i + rows]
+        batch = collate([e["chosen"] for e in chunk] + [e["rejected"] for e in chunk], pad_id)
+        batch = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+        logps = _logprobs(model, batch, average).cpu().tolist()
+        for j, example in enumerate(chunk):
+            example["ref"] = (logps[j], logps[len(chunk) + j])
+
+
+def dpo_objective(beta: float, variant: str, average: bool):
+    def objective(model, batch):
+        logps = _logprobs(model, batch, average)
+        half = logps.shape[0] // 2
+        loss, chosen_reward, rejected_reward = dpo_loss(logps[:half], logps[half:], batch["ref_chosen"],
+                                                        batch["ref_rejected"], beta, variant)
+        return loss, {"reward_accuracy": (chosen_reward > rejected_reward).float().mean(),
+                      "reward_margin": (chosen_reward - rejected_reward).mean()}
+    return objective
+
+
+@torch.no_grad()
+def preference_metrics(model, examples: list[dict], pad_id: int, beta: float, average: bool, rows: int = 8) -> dict:
+    """Held-out reward accuracy (a tie counts half) and margins; the policy's own log-prob margin."""
+    device = next(model.parameters()).device
+    rewards, policy_margins = [], []
+    for i in range(0, len(examples), rows):
+        chunk = examples[i:i + rows]
+        batch = collate([e["chosen"] for e in chunk] + [e["rejected"] for e in chunk], pad_id)
+        batch = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+        logps = _logprobs(model, batch, average).cpu()
+        half = len(chunk)
+        ref = torch.tensor([e["ref"] for e in chunk])
+        rewards += (beta * ((logps[:half] - ref[:, 0]) - (logps[half:] - ref[:, 1]))).tolist()
+        policy_margins += (logps[:half] - logps[half:]).tolist()
+    rewards = np.array(rewards)
+    return {"reward_accuracy": float(np.mean(rewards > 0) + 0.5 * np.mean(rewards == 0)) if len(rewards) else 0.0,
+            "reward_margin": float(rewards.mean()) if len(rewards) else 0.0,
+            "logp_margin": float(np.mean(policy_margins)) if policy_margins else 0.0,
+            "logp_margin_accuracy": float(np.mean(np.array(policy_margins) > 0)) if policy_margins else 0.0}
+
+
+@torch.no_grad()
+def reply_lengths(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, temperature: float,
+                  seed: int) -> dict:
+    """Mean length (tokens) of sampled replies to `prompts`, each prompt with its own fixed seed, and the share
+    that ended with a stop token."""
+    from training.chat import reply
+    model.eval()
+    lengths, stopped = [], 0
+    for i, messages in enumerate(prompts):
+        text, ids = reply(model, tokenizer, messages, max_new_tokens, temperature, 0, 1.0, seed=seed + i)
+        lengths.append(len(ids))
+        stopped += bool(ids) and ids[-1] in (tokenizer.eos_id, tokenizer.roles["<|end|>"])
+    return {"mean_reply_tokens": float(np.mean(lengths)) if lengths else 0.0,
+            "stopped_share": stopped / max(1, len(prompts)), "prompts": len(prompts)}
+
+
+@dataclass(frozen=True)
+class LengthCheck:
+    prompts: int = 32                  # held-out prompts whose sampled replies are measured before and after
+    max_new_tokens: int = 96
+    temperature: float = 0.7
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    model: str = "out/sft"
+    beta: float = 0.1
+    variant: str = "sigmoid"           # sigmoid (DPO) | ipo
+    length_normalized: bool = False    # mean instead of summed log-probs over the reply
+    data: PreferenceData = field(default_factory=PreferenceData)
+    lengths: LengthCheck = field(default_factory=LengthCheck)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=10))
+    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="out/dpo", steps=200, batch_size=8,
+                                                              eval_every=50, checkpoint_every=100))
+
+    def __post_init__(self):
+        if self.variant not in ("sigmoid", "ipo"):
+            raise ValueError(f"variant must be sigmoid or ipo, got {self.variant!r}")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+
+
+def load_dpo_config(path=None, overrides=()) -> DPOConfig:
+    data = read_yaml(path) if path else {}
+    return from_dict(DPOConfig, apply_overrides(data, list(overrides)), where=str(path or "config"))
+
+
+def load_preference_split(tokenizer, data: PreferenceData):
+    """(train, held-out, skipped) — examples {"chosen": (ids, labels), "rejected": …, "prompt": messages}, every
+    `held_out_every`-th pair held out, and the number of pairs without a final reply on both sides."""
+    def encode(pairs):
+        return [{"chosen": encode_reply(tokenizer, chosen, data.seq_len),
+                 "rejected": encode_reply(tokenizer, rejected, data.seq_len), "prompt": chosen[:-1]}
+                for chosen, rejected in pairs if _ends_with_replies(chosen, rejected)]
+    train_pairs, held_pairs = split_pairs(data)
+    train_set, held = encode(train_pairs), encode(held_pairs)
+    return train_set, held, len(train_pairs) + len(held_pairs) - len(train_set) - len(held)
+
+
+def _ends_with_replies(chosen: list[dict], rejected: list[dict]) -> bool:
+    """DPO compares two final replies; a pair whose side ends on a user turn (2 of hh-rlhf's 8,552) has none."""
+    return bool(chosen and rejected) and chosen[-1]["role"] == rejected[-1]["role"] == "assistant"
+
+
+def train_dpo(cfg: DPOConfig, log=print) -> dict:
+    from training.checkpoint import load_model_weights
+    from training.lm import _our_tokenizer, copy_tokenizer
+    from training.tokenizer import Tokenizer
+    model = load_model_weights(cfg.model)
+    tokenizer_dir = _our_tokenizer(Path(cfg.model))
+    tokenizer = Tokenizer(str(tokenizer_dir))
+    if model.cfg.max_seq_len < cfg.data.seq_len:
+        model.extend_context(cfg.data.seq_len)
+    train_set, held, unusable = load_preference_split(tokenizer, cfg.data)
+    if not held:
+        raise ValueError("no held-out pairs: lower data.held_out_every or add pairs")
+    average = cfg.length_normalized
+    reference_logprobs(model, train_set + held, tokenizer.pad_id, average)
+    before = preference_metrics(model, held, tokenizer.pad_id, cfg.beta, average)
+    prompts = [e["prompt"] for e in held[:cfg.lengths.prompts]]
+    check = cfg.lengths
+    lengths_before = reply_lengths(model, tokenizer, prompts, check.max_new_tokens, check.temperature, check.seed)
+    log(f"[dpo] {len(train_set):,} training and {len(held):,} held-out pairs ({unusable} without a final reply "
+        f"on both sides, skipped); reference log-probs computed; "
+        f"held-out log-prob margin {before['logp_margin']:+.3f}; sampled replies {lengths_before['mean_reply_tokens']:.1f}"
+        f" tokens")
+
+    def evaluate(m):
+        return preference_metrics(m, held, tokenizer.pad_id, cfg.beta, average)
+
+    per_step = cfg.run.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+    config = {"model": cfg.model, "beta": cfg.beta, "variant": cfg.variant,
+              "length_normalized": cfg.length_normalized, "data": asdict(cfg.data), "lengths": asdict(cfg.lengths),
+              "optim": asdict(cfg.optim), "run": asdict(cfg.run)}
+    model.train()
+    summary = train(model, DPOBatches(train_set, cfg.run.batch_size, tokenizer.pad_id, cfg.data.seed, per_step),
+                    dpo_objective(cfg.beta, cfg.variant, average), cfg.optim, cfg.run, evaluate=evaluate, config=config)
+    if summary:
+        model.cpu()
+        summary["pairs"] = {"train": len(train_set), "held_out": len(held), "skipped_no_final_reply": unusable}
+        summary["held_out_before"] = before
+        summary["held_out_after"] = preference_metrics(model, held, tokenizer.pad_id, cfg.beta, average)
+        summary["lengths_before"] = lengths_before
+        summary["lengths_after"] = reply_lengths(model, tokenizer, prompts, check.max_new_tokens, check.temperature,
+                                                 check.seed)
+        (Path(cfg.run.out_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+        copy_tokenizer(tokenizer_dir, cfg.run.out_dir)
+    return summary
