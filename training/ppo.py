@@ -6,7 +6,8 @@ refinery ppo --model out/sft --reward-model out/reward --prompts prompts.jsonl -
 ```
 Each iteration: sample replies to a batch of prompts with our generation (KV cache); score each finished
 conversation with the reward model; per-token reward = −kl_coef · (log π − log π_ref) (the k1 estimator against
-the frozen starting model), plus the score on the reply's last token; GAE (γ, λ) on a value head that shares
+the frozen starting model), plus the score on the reply's last token — normalised by the mean and standard
+deviation of the reward model's scores on the starting policy's replies (`normalize_reward`); GAE (γ, λ) on a value head that shares
 the policy's trunk; whitened advantages; `ppo_epochs` passes of clipped policy and value losses over minibatches.
 Every `eval_every` iterations, replies to held-out prompts (fixed seeds) give the reward model's mean score, the
 mean KL(π ‖ π_ref) per reply (exact over the vocabulary at each step, summed over the reply) and the mean reply
@@ -139,6 +140,7 @@ class PPOConfig:
     value_clip: float = 0.2
     vf_coef: float = 0.1
     kl_bound: float = 8.0              # nats per reply on held-out prompts; training stops past it
+    normalize_reward: bool = True      # scores as (s - mean) / std of the starting policy's replies
     lr: float = 1e-5
     grad_clip: float = 1.0
     eval_every: int = 10
@@ -165,6 +167,15 @@ class PPOTrainer:
         self.optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
         from training.chat import stop_ids
         self.stops = stop_ids(tokenizer)
+        self.score_shift, self.score_scale = 0.0, 1.0
+
+    def calibrate(self, prompts: list[list[int]], seeds: list[int]) -> dict:
+        """The reward model's mean and spread on the starting policy's replies: rewards are used as
+        (s − mean) / std, so a reward model whose scores differ by hundredths still outweighs the KL penalty
+        (the reward normalisation of Ouyang et al. and of "N implementation details")."""
+        scores = score_replies(self.reward_model, self.rollout(prompts, seeds), self.tokenizer)
+        self.score_shift, self.score_scale = float(scores.mean()), float(scores.std().clamp(min=1e-6))
+        return {"mean": self.score_shift, "std": self.score_scale, "replies": len(prompts)}
 
     def prompt_ids(self, messages) -> list[int]:
         from training.chat import chat_prompt
@@ -213,7 +224,7 @@ class PPOTrainer:
             kl = (old_logp - ref_logp) * mask
             rewards = -cfg.kl_coef * kl
             last = mask.sum(-1) - 1
-            rewards[torch.arange(len(rows)), last] += scores
+            rewards[torch.arange(len(rows)), last] += (scores - self.score_shift) / self.score_scale
             advantages, returns = gae(rewards, old_values, cfg.gamma, cfg.lam)
             advantages = whiten(advantages, mask) * mask
         self.policy.train()
@@ -292,6 +303,14 @@ def train_ppo(cfg: PPOConfig, log=print) -> dict:
         with open(log_path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    calibration = None
+    if cfg.normalize_reward:
+        rng = np.random.default_rng([cfg.seed, 0])
+        picks = rng.choice(len(train_ids), size=min(cfg.rollouts, len(train_ids)), replace=False)
+        calibration = trainer.calibrate([train_ids[i] for i in picks],
+                                        [int(s) for s in rng.integers(0, 2 ** 31, len(picks))])
+        log(f"[ppo] reward normalisation: mean {calibration['mean']:+.4f}, std {calibration['std']:.4f} over "
+            f"{calibration['replies']} replies of the starting policy")
     before = trainer.evaluate(held_ids)
     write({"iteration": 0, "eval": True, **before})
     log(f"[ppo] {len(train_ids):,} training and {len(held_ids)} held-out prompts; held-out score {before['score']:+.3f}"
@@ -325,6 +344,6 @@ def train_ppo(cfg: PPOConfig, log=print) -> dict:
     summary = {"iterations": cfg.iterations, "stopped_at": stopped, "kl_bound": cfg.kl_bound,
                "wall_s": round(time.perf_counter() - started, 1), "held_out_before": before,
                "held_out_after": {k: v for k, v in kept_eval.items() if k != "iteration"},
-               "kept_iteration": kept_eval.get("iteration", 0)}
+               "kept_iteration": kept_eval.get("iteration", 0), "reward_normalization": calibration}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
