@@ -71,7 +71,7 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_label_undo_restart_reload_resume_in_the_browser(browser, items, tmp_path):
+def test_label_undo_restart_reload_resume_in_the_browser(browser, items, tmp_path, small_base):
     items, out = items[:5], tmp_path / "pairs.jsonl"
     page = browser.new_page()
     errors = []
@@ -137,6 +137,12 @@ def test_label_undo_restart_reload_resume_in_the_browser(browser, items, tmp_pat
     assert read_pairs([out]) == [([{"role": "user", "content": item.prompt}, {"role": "assistant", "content": c}],
                                   [{"role": "user", "content": item.prompt}, {"role": "assistant", "content": r}])
                                  for item, c, r in expected]
+    # and refinery dpo trains on the labelled file as it is (every 10th pair held out: 2 train, 1 held out)
+    assert main(["dpo", "--model", str(small_base), "--pairs", str(out), "--output", str(tmp_path / "dpo"),
+                 "--set", "data.seq_len=128", "--set", "run.steps=2", "--set", "run.batch_size=2",
+                 "--set", "run.progress=false", "--set", "lengths.prompts=1", "--set", "lengths.max_new_tokens=4"]) == 0
+    assert json.loads((tmp_path / "dpo" / "summary.json").read_text())["pairs"] == {
+        "train": 2, "held_out": 1, "skipped_no_final_reply": 0}
 
 
 @pytest.mark.parametrize("bypass_csp", [False, True], ids=["with-csp", "escaping-alone"])
