@@ -4,7 +4,7 @@
    and `MinHash.update_batch`, on the same texts (the scrapinghub article bodies), same shingles, same
    112 permutations, in this process. Each side pays for its own shingling.
 2. planted: every article with one (then three) mutated copies under other URLs (word-edit rates set to
-   spread the 5-gram Jaccard over 0.2-1), through `Deduplicate` on the DirectRunner with and without the signature check;
+   spread the 5-gram Jaccard over 0.2-1), through `MinHashDedup` on the DirectRunner with and without the signature check;
    a pair counts as detected when both end with the same survivor; detection rate per Jaccard bin against
    the theoretical S-curve, recall at J >= 0.8 and precision
    (a removal whose true J with its survivor is < 0.6 is a false positive). Writes docs/img/dedup-s-curve.png.
@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import minhash                                   # noqa: E402
-from pipeline.dedup import DedupConfig                          # noqa: E402
+from filters import minhash                                    # noqa: E402
+from filters.dedup import DedupConfig                           # noqa: E402
 from pipeline.shared_data import shared_data_dir                # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,10 +130,10 @@ def run_dedup(docs: list[dict], cfg: DedupConfig, workdir: str) -> list[dict]:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.dedup import Deduplicate
+    from pipeline.dedup import MinHashDedup
     out = os.path.join(workdir, "out.jsonl")
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
-        (p | beam.Create(docs) | Deduplicate(cfg, url=False, exact=False, keep_rejected=True)
+        (p | beam.Create(docs) | MinHashDedup(cfg).keeping_rejected(True)
          | beam.Map(json.dumps) | beam.io.WriteToText(out, shard_name_template=""))
     return [json.loads(line) for line in open(out)]
 
@@ -277,7 +277,7 @@ def bench_scale(n: int, workers: int, rounds: int, check: bool) -> None:
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline import components
+    from filters import components
     from pipeline.dedup import BucketEdgesDoFn, ConnectedComponents
     bands = DedupConfig().bands_rows()[0]
     step = 20_000

@@ -24,10 +24,8 @@ from collections import Counter
 
 from filters import c4, fineweb, gopher, language, nsfw, url
 from filters.pii import redact_pii
-from filters.text import base_language
 from pipeline.extract import ExtractConfig, extract_page
-from pipeline.filtering import (STOP_WORDS, blocklist_domains, language_model_path, load_bad_words, load_stop_words,
-                                load_url_lists, resolve, resolved_url_config)
+from pipeline.resources import BadWords, StopWords, UrlLists, blocklist_domains, language_model_path
 from pages import read_pages, sample_crawl_paths
 from pipeline.warc import Page
 
@@ -48,10 +46,10 @@ def timed(label, fn, items, totals):
 def cost(pages, docs, totals):
     import fasttext
     model = fasttext.load_model(language_model_path(language.LanguageConfig()))
-    stop_words = load_stop_words(resolve(STOP_WORDS))
-    bad_words = load_bad_words(resolve("filters/ldnoobw"))
-    lists = load_url_lists(resolved_url_config(url.UrlConfig()))
-    timed("url", lambda p: url.check_url(p.url, lists), pages, totals)
+    stop_words = StopWords()()
+    bad_words = BadWords(nsfw.NsfwConfig())()
+    lists = UrlLists(url.UrlConfig())()
+    timed("url", lambda p: url.check_url(p.url, resources=lists), pages, totals)
     live = list(docs)
     langs = timed("language", lambda d: language.predict_language(model, d["text"]), live, totals)
     for d, (lang, score) in zip(live, langs):
@@ -59,11 +57,11 @@ def cost(pages, docs, totals):
     live = [d for d, (lang, score) in zip(live, langs) if language.check_language(lang, score) is None]
     chain = [
         ("gopher_repetition", lambda d: gopher.check_gopher_repetition(d["text"], language=d["language"])),
-        ("gopher_quality", lambda d: gopher.check_gopher_quality(
-            d["text"], language=d["language"], stop_words=stop_words.get(base_language(d["language"]), frozenset()))),
+        ("gopher_quality", lambda d: gopher.check_gopher_quality(d["text"], language=d["language"],
+                                                                 resources=stop_words)),
         ("c4", lambda d: c4.clean_c4(d["text"], language=d["language"])[1]),
         ("fineweb", lambda d: fineweb.check_fineweb(d["text"], language=d["language"])),
-        ("nsfw", lambda d: nsfw.check_nsfw(d["text"], bad_words, d["language"])),
+        ("nsfw", lambda d: nsfw.check_nsfw(d["text"], language=d["language"], resources=bad_words)),
         ("pii", lambda d: None if redact_pii(d["text"]) else None),
     ]
     # document by document through the chain, as the pipeline runs it (filters share the cached word split)
@@ -87,7 +85,7 @@ def agreement(pages, docs):
     from datatrove.data import Document
     from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
                                             GopherRepetitionFilter, URLFilter)
-    lists = load_url_lists(resolved_url_config(url.UrlConfig()))
+    lists = UrlLists(url.UrlConfig())()
     pairs = [
         ("gopher_repetition", lambda d: gopher.check_gopher_repetition(d["text"], language=d["language"]),
          GopherRepetitionFilter()),
@@ -113,7 +111,7 @@ def agreement(pages, docs):
     theirs = URLFilter()
     counts = Counter()
     for i, p in enumerate(pages):
-        ours_drop = url.check_url(p.url, lists) is not None
+        ours_drop = url.check_url(p.url, resources=lists) is not None
         result = theirs.filter(Document(text="", id=str(i), metadata={"url": p.url}))
         counts[(ours_drop, not (result is True or (isinstance(result, tuple) and result[0])))] += 1
     _print_row(f"url ({len(pages)} pages)", counts, len(pages))

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from filters.text import split_words
+from filters.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ def count_sentences(line: str) -> int:
     return max(1, len(_SENTENCE_END.findall(line))) if line.strip() else 0
 
 
-def clean_c4(text: str, cfg: C4Config = C4Config(), language: str | None = None) -> tuple[str, Reason | None]:
-    """(text with C4's line rules applied, why the page is dropped or None).
+def clean_c4(text: str, cfg: C4Config = C4Config(), *, language: str | None = None, resources=None) -> Verdict:
+    """The text with C4's line rules applied, or why the page is dropped (`Verdict.reason`).
 
     Words are counted per language (filters/text.py), so Chinese or Japanese lines are not all "too short".
     """
@@ -62,15 +63,15 @@ def clean_c4(text: str, cfg: C4Config = C4Config(), language: str | None = None)
             continue
         lower = line.lower()
         if cfg.drop_lorem_ipsum and "lorem ipsum" in lower:
-            return text, Reason.LOREM_IPSUM
+            return Verdict(reason=Reason.LOREM_IPSUM)
         if cfg.drop_javascript_lines and "javascript" in lower:
             continue
         if cfg.drop_curly_bracket and "{" in line:
-            return text, Reason.CURLY_BRACKET
+            return Verdict(reason=Reason.CURLY_BRACKET)
         if cfg.drop_policy_lines and any(p in lower for p in _POLICY):
             continue
         sentences += count_sentences(line)
         kept.append(line)
     if sentences < cfg.min_sentences:
-        return text, Reason.TOO_FEW_SENTENCES
-    return "\n".join(kept), None
+        return Verdict(reason=Reason.TOO_FEW_SENTENCES)
+    return Verdict(text="\n".join(kept))

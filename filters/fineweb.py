@@ -26,7 +26,8 @@ class Reason(str, enum.Enum):
     LIST_LIKE = "fineweb_too_many_newlines"
 
 
-def check_fineweb(text: str, cfg: FineWebConfig = FineWebConfig(), language: str | None = None) -> Reason | None:
+def check_fineweb(text: str, cfg: FineWebConfig = FineWebConfig(), *, language: str | None = None,
+                  resources=None) -> Reason | None:
     """Why `text` fails FineWeb's rules, or None if it passes."""
     text_lines = lines(text)
     if not text_lines:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
@@ -88,8 +89,8 @@ def _duplicate_ngram_chars(ids: np.ndarray, lengths: np.ndarray, n: int) -> int:
     return int(lengths[covered].sum())
 
 
-def check_gopher_repetition(text: str, cfg: GopherRepetitionConfig = GopherRepetitionConfig(),
-                            language: str | None = None) -> RepetitionReason | None:
+def check_gopher_repetition(text: str, cfg: GopherRepetitionConfig = GopherRepetitionConfig(), *,
+                            language: str | None = None, resources=None) -> RepetitionReason | None:
     """Why `text` is too repetitive by the Gopher rules, or None if it passes."""
     if not text.strip():
         return RepetitionReason.EMPTY
@@ -160,12 +161,14 @@ _BULLETS = ("•", "-", "*", "·", "‣", "◦", "–")
 _ELLIPSES = ("...", "…")
 
 
-def check_gopher_quality(text: str, cfg: GopherQualityConfig = GopherQualityConfig(), language: str | None = None,
-                         stop_words: frozenset[str] | None = None) -> QualityReason | None:
+def check_gopher_quality(text: str, cfg: GopherQualityConfig = GopherQualityConfig(), *, language: str | None = None,
+                         resources: Mapping[str, frozenset[str]] | None = None) -> QualityReason | None:
     """Why `text` fails the Gopher quality rules, or None if it passes.
 
-    `stop_words` defaults to the paper's English list; pass the language's list for other languages. In
-    languages written without spaces the mean-word-length rule does not apply (a "word" is a character).
+    `resources`: language code → stop words (stopwords-iso, with Gopher's eight words for English); a language
+    missing from it has no stop words, so its pages fail the stop-word rule. Without resources the paper's
+    English list applies. In languages written without spaces the mean-word-length rule does not apply (a
+    "word" is a character).
     """
     words = split_words(text, language)
     if spaced(text):    # whole-text regex passes instead of a test per word
@@ -197,8 +200,7 @@ def check_gopher_quality(text: str, cfg: GopherQualityConfig = GopherQualityConf
         return QualityReason.ELLIPSIS_LINES
     if 1 - letterless / len(words) < cfg.min_alpha_word_fraction:
         return QualityReason.FEW_ALPHA_WORDS
-    if stop_words is None:
-        stop_words = GOPHER_STOP_WORDS
+    stop_words = GOPHER_STOP_WORDS if resources is None else resources.get(base_language(language), frozenset())
     if distinct_stop_words(text, stop_words, language) < cfg.min_stop_words:
         return QualityReason.FEW_STOP_WORDS
     return None

@@ -1,12 +1,14 @@
 """Language identification with fastText's lid.176 model (Joulin et al. 2016), kept above a score.
 
-The model is passed in (loaded once per worker by the pipeline). FineWeb keeps English with score >= 0.65;
+The model is passed in as `resources` (loaded once per worker by the pipeline). FineWeb keeps English with score >= 0.65;
 we keep every language by default and let `languages` narrow it.
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from filters.verdict import Verdict
 
 _MAX_CHARS = 10_000      # the first 10k characters decide; the model's answer is stable long before that
 
@@ -43,3 +45,11 @@ def check_language(language: str, score: float, cfg: LanguageConfig = LanguageCo
     if cfg.languages and language not in cfg.languages:
         return Reason.NOT_WANTED
     return None
+
+
+def identify_language(text: str, cfg: LanguageConfig = LanguageConfig(), *, language: str | None = None,
+                      resources=None) -> Verdict:
+    """`language` and `language_score` for the document (the model in `resources`), and why it is dropped."""
+    code, score = predict_language(resources, text)
+    return Verdict(reason=check_language(code, score, cfg),
+                   fields={"language": code, "language_score": round(score, 4)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import Mapping
 
 from filters.text import base_language, split_words
 
@@ -65,14 +66,14 @@ class BadWords:
         return found
 
 
-def check_nsfw(text: str, lists: dict[str, BadWords], language: str | None = None,
-               cfg: NsfwConfig = NsfwConfig()) -> Reason | None:
-    """Why `text` is dropped as adult content, or None. `lists` maps language code → BadWords."""
+def check_nsfw(text: str, cfg: NsfwConfig = NsfwConfig(), *, language: str | None = None,
+               resources: Mapping[str, BadWords] | None = None) -> Reason | None:
+    """Why `text` is dropped as adult content, or None. `resources` maps language code → BadWords."""
     words = split_words(text, language)
-    if not words:
+    if not words or not resources:
         return None
     lowered = text.lower()
-    found = sum(lists[code].count(lowered) for code in {base_language(language), "en"} if code in lists)
+    found = sum(resources[code].count(lowered) for code in {base_language(language), "en"} if code in resources)
     if found >= cfg.min_bad_words and found / len(words) >= cfg.min_bad_word_fraction:
         return Reason.BAD_WORDS
     return None

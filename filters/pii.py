@@ -14,6 +14,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from filters.verdict import Verdict
+
 PLACEHOLDERS = {"email": "<EMAIL>", "ip": "<IP_ADDRESS>", "phone": "<PHONE>", "card": "<CARD_NUMBER>"}
 
 
@@ -102,8 +104,9 @@ def _phone(match: re.Match) -> str | None:
     return None
 
 
-def redact_pii(text: str, cfg: PiiConfig = PiiConfig()) -> tuple[str, dict[str, int]]:
-    """(text with PII replaced by placeholders, {type: count} of what was replaced)."""
+def redact_pii(text: str, cfg: PiiConfig = PiiConfig(), *, language: str | None = None, resources=None) -> Verdict:
+    """The text with PII replaced by placeholders; `fields` `pii_<type>` count what was replaced (0 for none),
+    and `notes` the same counts for the stage's counters. A document is never dropped for PII."""
     counts = {}
 
     def sub(kind: str, pattern: re.Pattern, decide, text: str) -> str:
@@ -143,4 +146,4 @@ def redact_pii(text: str, cfg: PiiConfig = PiiConfig()) -> tuple[str, dict[str, 
             text = sub("ip", _IPV6, _ipv6, text)
     if cfg.phone:
         text = sub("phone", _PHONE, _phone, text)
-    return text, counts
+    return Verdict(text=text, fields={f"pii_{kind}": counts.get(kind, 0) for kind in PLACEHOLDERS}, notes=counts)

@@ -10,6 +10,8 @@ import enum
 import re
 from dataclasses import dataclass
 
+from filters.verdict import Verdict
+
 POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _MAX_CHARS = 20_000          # the first 20k characters decide: enough for the classifier, bounded cost
@@ -58,3 +60,11 @@ def quality_score(model, text: str) -> float:
 def check_quality(score: float, cfg: QualityConfig = QualityConfig()) -> Reason | None:
     """Why a document with this score is dropped by the fixed threshold, or None."""
     return Reason.LOW_SCORE if score < cfg.min_score else None
+
+
+def score_quality(text: str, cfg: QualityConfig = QualityConfig(), *, language: str | None = None,
+                  resources=None) -> Verdict:
+    """`quality_score` for the document (the fastText model in `resources`), and whether `min_score` drops it.
+    `top_fraction` is decided later, over all scores (pipeline/quality.py)."""
+    score = round(quality_score(resources, text), 6)
+    return Verdict(reason=check_quality(score, cfg), fields={"quality_score": score})

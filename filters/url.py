@@ -6,7 +6,7 @@ Rules, cheapest first:
 - at least `min_soft_banned_words` soft-banned words are among them (FineWeb: 2);
 - a banned sub-word occurs anywhere in the URL with non-alphanumerics removed ("freeporn" in "free-porn.com").
 
-Lists are loaded by the pipeline (pipeline/resources.py) and passed in: no file I/O here.
+Lists are loaded by the pipeline (`pipeline/resources.py`) and passed in as `resources`: no file I/O here.
 """
 from __future__ import annotations
 
@@ -104,8 +104,12 @@ def host_of(url: str) -> str:
     return host.lower().rstrip(".")
 
 
-def check_url(url: str, lists: UrlLists, cfg: UrlConfig = UrlConfig()) -> Reason | None:
-    """Why `url` is filtered out, or None if it passes."""
+def check_url(url: str, cfg: UrlConfig = UrlConfig(), *, language: str | None = None,
+              resources: UrlLists | None = None) -> Reason | None:
+    """Why `url` is filtered out, or None if it passes. `resources`: the lists (`UrlLists`); none: no rule applies."""
+    if resources is None:
+        return None
+    lists = resources
     host = host_of(url)
     if host and lists.blocked_domains:
         parts = host.split(".")

@@ -35,12 +35,16 @@ def _curate_parser(sub) -> argparse.ArgumentParser:
     source.add_argument("--cc-base", default=None, metavar="URL",
                         help="with --crawl: where Common Crawl is read from (default https://data.commoncrawl.org/)")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder (local, gs://, s3://)")
-    parser.add_argument("--config", metavar="FILE", help="YAML run config (default: built-in defaults)")
+    parser.add_argument("--config", metavar="FILE", help="YAML run config (default: built-in defaults; "
+                                                         "configs/sample.yaml documents every key)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set c4.min_sentences=2 --set "
+                             "'stages=[url,language,c4]'; repeatable")
     parser.add_argument("--write-rejected", action="store_true",
                         help="also write dropped documents with their reason under DIR/rejected/<stage>/")
     parser.add_argument("--no-dedup", action="store_true",
-                        help="skip deduplication (URL, exact text and MinHash near-duplicates); the config's "
-                             "stages.*_dedup switches turn parts off one by one")
+                        help="leave the dedup stages (url_dedup, exact_dedup, minhash_dedup, line_dedup) out of "
+                             "the config's stage list")
     parser.add_argument("--quality-model", metavar="MODEL.bin",
                         help="score every document with this fastText quality model (`refinery quality train`); "
                              "quality.min_score / quality.top_fraction in the config decide what is kept")
@@ -248,24 +252,24 @@ def _run_curate(args, beam_args: list[str]) -> int:
 
     from pipeline.commoncrawl import CC_BASE, resolve_crawl
     from pipeline.config import ConfigError, load_config
-    from pipeline.curate import active_stages, curate, expand_inputs
+    from pipeline.curate import active_stages, curate, dedup_stages, expand_inputs
     from pipeline.dataset import format_funnel
 
     if bool(args.input) == bool(args.crawl):
         print("refinery curate: give --input or --crawl (one of them)", file=sys.stderr)
         return 2
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.set)
         if args.write_rejected:
             cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, write_rejected=True))
         if args.quality_model:
-            cfg = dataclasses.replace(cfg, stages=dataclasses.replace(cfg.stages, quality=True),
+            cfg = dataclasses.replace(cfg, stages=tuple(dict.fromkeys([*cfg.stages, "quality"])),
                                       quality=dataclasses.replace(cfg.quality, model_path=args.quality_model))
         if args.domain_model:
             cfg = dataclasses.replace(cfg, mix=dataclasses.replace(cfg.mix, domain_model=args.domain_model))
         if args.no_dedup:
-            cfg = dataclasses.replace(cfg, stages=dataclasses.replace(
-                cfg.stages, url_dedup=False, exact_dedup=False, minhash_dedup=False, line_dedup=False))
+            cfg = dataclasses.replace(cfg, stages=tuple(s for s in cfg.stages if s not in dedup_stages(cfg)))
+        stages = [stage.name for stage in active_stages(cfg)]
         if args.crawl:
             paths = resolve_crawl(args.crawl, args.warc_files, args.cc_base or CC_BASE)
         else:
@@ -279,7 +283,7 @@ def _run_curate(args, beam_args: list[str]) -> int:
         logging.getLogger(__name__).info("curate failed", exc_info=True)        # project, region, temp_location)
         print(f"refinery curate: {e}", file=sys.stderr)
         return 2
-    print(format_funnel(result.funnel, active_stages(cfg)))
+    print(format_funnel(result.funnel, stages))
     print(f"[curate] {result.inputs} input files ({result.skipped_complete} already complete), "
           f"{result.funnel['kept']:,} documents kept, {result.wall_s:.1f} s; stats in {args.output}/stats.json")
     return 0 if result.funnel["balanced"] else 3

@@ -1,8 +1,10 @@
-"""The curation run config: one frozen dataclass per stage, read from YAML.
+"""The curation run config: the list of stages to run, and one frozen dataclass per stage, read from YAML.
 
-Each section of the YAML file fills the dataclass of the same name; keys left out keep their defaults (each
-default says where it comes from, next to its field). Unknown sections or keys and values of the wrong type are
-errors that name the key and what was expected, before any work starts.
+`stages` names the stages that run; the code fixes their order (`pipeline.curate.recipe`), so a stage is on
+because it is listed and a new stage never runs in a config that does not name it. Each other section of the
+YAML file fills the dataclass of the same name; keys left out keep their defaults (each default says where it
+comes from, next to its field). Unknown sections, keys or stages and values of the wrong type are errors that
+name the key and what was expected, before any work starts.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from filters.c4 import C4Config
+from filters.decontam import DecontamConfig
+from filters.dedup import DedupConfig
 from filters.fineweb import FineWebConfig
 from filters.gopher import GopherQualityConfig, GopherRepetitionConfig
 from filters.language import LanguageConfig
@@ -17,12 +21,10 @@ from filters.nsfw import NsfwConfig
 from filters.pii import PiiConfig
 from filters.quality import QualityConfig
 from filters.url import UrlConfig
-from pipeline.decontam import DecontamConfig
-from pipeline.dedup import DedupConfig
 from pipeline.extract import ExtractConfig
 from pipeline.mix import MixConfig
 from pipeline.warc import ReadConfig
-from training.config import ConfigError, from_dict, read_yaml, to_dict  # noqa: F401  (ConfigError, to_dict re-exported)
+from training.config import ConfigError, apply_overrides, from_dict, read_yaml, to_dict  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -31,29 +33,17 @@ class OutputConfig:
     write_errors: bool = True        # errors/<file>.jsonl: file, offset, reason and detail of each error
 
 
-@dataclass(frozen=True)
-class StagesConfig:
-    """Which optional stages run (reading, extraction and writing always do)."""
-    url: bool = True
-    language: bool = True
-    gopher_repetition: bool = True
-    gopher_quality: bool = True
-    c4: bool = True
-    fineweb: bool = True
-    nsfw: bool = True
-    pii: bool = True
-    url_dedup: bool = True           # same normalised URL: keep the latest capture
-    exact_dedup: bool = True         # same normalised text: keep the smallest id
-    minhash_dedup: bool = True       # near-duplicates (MinHash LSH): one survivor per cluster
-    line_dedup: bool = False         # C4's line dedup: off by default, it edits texts (FineWeb does not use it)
-    decontam: bool = True            # drop (or cut) documents sharing a 13-gram with the evaluation benchmarks
-    quality: bool = False            # fastText quality score (needs a model: `refinery quality train`)
-    mix: bool = True                 # `domain` label; with mix.weights, sampling to target token shares
+# The stages a config without `stages` runs (configs/sample.yaml lists them): FineWeb's recipe (URL filter,
+# language ID, Gopher, C4, FineWeb rules) with NSFW words, PII redaction, URL / exact / MinHash dedup and
+# decontamination, and domain labels. Off unless listed: line_dedup (it edits texts; FineWeb does not use it),
+# quality (needs a model: `refinery quality train`, --quality-model).
+DEFAULT_STAGES = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "nsfw", "pii",
+                  "url_dedup", "exact_dedup", "minhash_dedup", "decontam", "mix")
 
 
 @dataclass(frozen=True)
 class CurateConfig:
-    stages: StagesConfig = field(default_factory=StagesConfig)
+    stages: tuple[str, ...] = DEFAULT_STAGES     # the stages that run (extraction always does); order is the code's
     read: ReadConfig = field(default_factory=ReadConfig)
     url: UrlConfig = field(default_factory=UrlConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -71,8 +61,19 @@ class CurateConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
-def load_config(path: str | Path | None) -> CurateConfig:
-    """The config in `path` (YAML), or the defaults when `path` is None."""
-    if path is None:
-        return CurateConfig()
-    return from_dict(CurateConfig, read_yaml(path), where=str(path))
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> CurateConfig:
+    """The config in `path` (YAML; the defaults when None), then `--set section.key=value` overrides."""
+    data = read_yaml(path) if path is not None else {}
+    where = str(path) if path is not None else "config"
+    data = apply_overrides(data, list(overrides))
+    if isinstance(data.get("stages"), dict):
+        raise ConfigError(old_stages_message(data["stages"], where))
+    return from_dict(CurateConfig, data, where=where)
+
+
+def old_stages_message(switches: dict, where: str) -> str:
+    """The error for the old `stages: {name: true/false}` form, with the list that means the same."""
+    listed = [name for name in DEFAULT_STAGES if switches.get(name, True) is not False]
+    listed += [name for name, on in switches.items() if on is True and name not in listed]
+    return (f"{where}: `stages` is now the list of stages to run (the code fixes their order; a stage runs only "
+            f"if listed), not a mapping of switches. This file's switches mean:\n  stages: [{', '.join(listed)}]")

@@ -12,33 +12,69 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.config import CurateConfig, to_dict
-from pipeline.decontam import Decontaminate
-from pipeline.dedup import Deduplicate
+from filters import c4, decontam, fineweb, gopher, language, nsfw, pii, url
+from pipeline import resources
+from pipeline.config import CurateConfig, ConfigError, to_dict
 from pipeline.dataset import (PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel,
                               write_atomic)
-from pipeline.filtering import IdentifyLanguage, RedactPii, heuristic_filters, url_filter
+from pipeline.dedup import Dedup, ExactDedup, LineDedup, MinHashDedup, UrlDedup
+from pipeline.extract import ExtractText
 from pipeline.mix import Mix, mix_report
 from pipeline.quality import QualityScore
-from pipeline.stages import ExtractText, ReadWarc
+from pipeline.read import ReadWarc
+from pipeline.stage import NAMESPACE, ApplyFilter, Stage
 
 log = logging.getLogger(__name__)
 
-# Stages in pipeline order (for the funnel table); the ones a config turns off are left out of a run's list.
-STAGES = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "nsfw", "pii",
-          "url_dedup", "exact_dedup", "minhash_dedup", "line_dedup", "decontam",
-          "quality", "mix"]
-DEDUP_STAGES = ("url_dedup", "exact_dedup", "minhash_dedup", "line_dedup")
+
+def recipe(cfg: CurateConfig, output_dir: str = "") -> list[Stage]:
+    """Every curation stage, one line each, in pipeline order (cheapest first). A stage runs when the config's
+    `stages` list names it (extraction always runs); this list alone fixes the order, of the graph and of the
+    funnel. Constructing a stage loads nothing: resources are checked when the graph is built."""
+    return [
+        ApplyFilter("url", url.check_url, cfg.url, field="url", load=resources.UrlLists(cfg.url)),
+        ExtractText(cfg.extract),
+        ApplyFilter("language", language.identify_language, cfg.language, load=resources.LanguageModel(cfg.language)),
+        ApplyFilter("gopher_repetition", gopher.check_gopher_repetition, cfg.gopher_repetition),
+        ApplyFilter("gopher_quality", gopher.check_gopher_quality, cfg.gopher_quality, load=resources.StopWords()),
+        ApplyFilter("c4", c4.clean_c4, cfg.c4),
+        ApplyFilter("fineweb", fineweb.check_fineweb, cfg.fineweb),
+        ApplyFilter("nsfw", nsfw.check_nsfw, cfg.nsfw, load=resources.BadWords(cfg.nsfw)),
+        ApplyFilter("pii", pii.redact_pii, cfg.pii),
+        UrlDedup(),
+        ExactDedup(),
+        MinHashDedup(cfg.dedup),
+        LineDedup(cfg.dedup),
+        ApplyFilter("decontam", decontam.check_contamination, cfg.decontam, load=resources.Benchmarks(cfg.decontam)),
+        QualityScore(cfg.quality),
+        Mix(cfg.mix, output_dir),
+    ]
 
 
-def active_stages(cfg: CurateConfig) -> list[str]:
-    return [s for s in STAGES if s == "extract" or getattr(cfg.stages, s)]
+def stage_names(cfg: CurateConfig = CurateConfig()) -> list[str]:
+    """Every stage's name, in pipeline order."""
+    return [stage.name for stage in recipe(cfg)]
+
+
+def active_stages(cfg: CurateConfig, output_dir: str = "") -> list[Stage]:
+    """The stages this config runs, in pipeline order; an unknown name in `stages` is a ConfigError."""
+    every = recipe(cfg, output_dir)
+    unknown = sorted(set(cfg.stages) - {stage.name for stage in every})
+    if unknown:
+        raise ConfigError(f"stages: unknown stage(s) {', '.join(unknown)}; the stages are "
+                          f"{', '.join(stage.name for stage in every)}")
+    return [stage for stage in every if stage.always or stage.name in cfg.stages]
+
+
+def dedup_stages(cfg: CurateConfig = CurateConfig()) -> list[str]:
+    """The names of the dedup stages (what --no-dedup leaves out)."""
+    return [stage.name for stage in recipe(cfg) if isinstance(stage, Dedup)]
 
 
 def expand_inputs(specs: list[str]) -> list[str]:
@@ -61,38 +97,22 @@ def config_sha(cfg: CurateConfig) -> str:
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def dedup_on(cfg: CurateConfig) -> bool:
-    return any(getattr(cfg.stages, s) for s in DEDUP_STAGES)
+def needs_every_input(cfg: CurateConfig) -> bool:
+    """Whether a stage decides over all documents at once (dedup, a quality top fraction, mix sampling)."""
+    return any(stage.needs_every_input for stage in active_stages(cfg))
 
 
 def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_dir: str,
           written: frozenset[str] = frozenset()):
-    """The curation graph on `pipeline`, cheapest stages first; returns the per-file progress markers.
-
-    `written`: inputs read only for deduplication (their outputs are complete and stay as they are)."""
-    keep, on = cfg.output.write_rejected, cfg.stages
+    """The curation graph on `pipeline`: read, every active stage of the recipe in its order, write. Returns
+    the per-file progress markers. `written`: inputs read again only for the stages that need every input
+    (their outputs are complete and stay as they are)."""
+    keep_rejected = cfg.output.write_rejected
     docs = pipeline | "ReadWarc" >> ReadWarc(paths, cfg.read)
-    if on.url:
-        docs = docs | "UrlFilter" >> url_filter(cfg.url, keep)
-    docs = docs | "ExtractText" >> ExtractText(cfg.extract, keep_rejected=keep)
-    if on.language:
-        docs = docs | "Language" >> IdentifyLanguage(cfg.language, keep)
-    for label, transform in heuristic_filters(cfg, keep):
-        if getattr(on, transform.name):
-            docs = docs | label >> transform
-    if on.pii:
-        docs = docs | "RedactPii" >> RedactPii(cfg.pii)
-    if dedup_on(cfg):
-        docs = docs | "Dedup" >> Deduplicate(cfg.dedup, on.url_dedup, on.exact_dedup, on.minhash_dedup, keep,
-                                             lines=on.line_dedup)
-    if on.decontam:
-        docs = docs | "Decontaminate" >> Decontaminate(cfg.decontam, keep)
-    if on.quality:
-        docs = docs | "Quality" >> QualityScore(cfg.quality, keep)
-    if on.mix:
-        docs = docs | "Mix" >> Mix(cfg.mix, output_dir, keep)
-    return docs | "WriteDataset" >> WriteDataset(output_dir, keep, cfg.output.write_errors, config_sha(cfg),
-                                                 skip=written)
+    for stage in active_stages(cfg, output_dir):
+        docs = docs | stage.name >> stage.keeping_rejected(keep_rejected)
+    return docs | "WriteDataset" >> WriteDataset(output_dir, keep_rejected, cfg.output.write_errors,
+                                                 config_sha(cfg), skip=written)
 
 
 def runner_options(beam_args: list[str]) -> PipelineOptions:
@@ -116,6 +136,7 @@ class CurateResult:
     inputs: int
     skipped_complete: int
     wall_s: float
+    counters: dict = field(default_factory=dict)     # this run's Beam counters, `<stage>/<name>` → value
 
 
 class _Progress(threading.Thread):
@@ -145,6 +166,7 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
     """Run the job over `paths`, skipping inputs already complete in `output_dir`; write stats.json."""
     started = time.monotonic()
     sha = config_sha(cfg)
+    counters = {}
     existing = completed_inputs(output_dir) if FileSystems.exists(output_dir) else {}
     done = {p: m for p, m in existing.items() if m.get("config_sha") == sha}
     todo = [p for p in paths if p not in done]
@@ -158,20 +180,24 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
         print(f"[curate] {len(paths) - len(todo)} of {len(paths)} input files already complete in "
               f"{output_dir}: skipped", flush=True)
     read, written = todo, frozenset()
-    if todo and done and dedup_on(cfg):
-        # dedup is global: the complete inputs are read again so the rest is deduplicated against them too
-        # (same inputs, same config: the same verdicts), but their outputs are not rewritten
+    if todo and done and needs_every_input(cfg):
+        # dedup (and a top fraction or a mix plan) decide over all documents: the complete inputs are read again
+        # so the rest is decided against them too (same inputs, same config: the same verdicts), but their
+        # outputs are not rewritten
         read, written = [p for p in paths], frozenset(p for p in paths if p in done)
-        print(f"[curate] dedup needs every input: re-reading the {len(written)} complete ones "
-              f"without rewriting them", flush=True)
+        print(f"[curate] {', '.join(s.name for s in active_stages(cfg) if s.needs_every_input)} need every "
+              f"input: re-reading the {len(written)} complete ones without rewriting them", flush=True)
     if todo:
         print(f"[curate] {len(todo)} input files -> {output_dir}", flush=True)
         reporter = _Progress(output_dir, len(todo), len(done)) if progress else None
         if reporter:
             reporter.start()
         try:
-            with beam.Pipeline(options=runner_options(list(beam_args))) as pipeline:
-                build(pipeline, read, cfg, output_dir, written)
+            pipeline = beam.Pipeline(options=runner_options(list(beam_args)))
+            build(pipeline, read, cfg, output_dir, written)
+            result = pipeline.run()
+            result.wait_until_finish()
+            counters = beam_counters(result)
         finally:
             if reporter:
                 reporter.stop.set()
@@ -181,10 +207,20 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
         raise RuntimeError(f"{len(missing)} input files have no complete output, e.g. {missing[0]}")
     funnel = total_funnel([markers[p] for p in paths])
     wall_s = time.monotonic() - started
-    stats = {**funnel, "stages": active_stages(cfg), "inputs": len(paths), "inputs_skipped_as_complete": len(paths) - len(todo),
+    stats = {**funnel, "stages": [stage.name for stage in active_stages(cfg)], "inputs": len(paths), "inputs_skipped_as_complete": len(paths) - len(todo),
              "wall_s": round(wall_s, 2), "config": to_dict(cfg),
              "shards": {shard_name(p): p for p in paths}}
-    if cfg.stages.mix and cfg.mix.weights and "://" not in output_dir and todo:
+    if "mix" in cfg.stages and cfg.mix.weights and "://" not in output_dir and todo:
         stats["mix"] = mix_report(output_dir)["domains"]
     write_atomic(join(output_dir, "stats.json"), json.dumps(stats, indent=1).encode())
-    return CurateResult(funnel, len(paths), len(paths) - len(todo), wall_s)
+    return CurateResult(funnel, len(paths), len(paths) - len(todo), wall_s, counters)
+
+
+def beam_counters(result) -> dict[str, int]:
+    """The run's `refinery` counters, `<stage>/<name>` → committed value (attempted where a runner has none)."""
+    query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))
+    totals: dict[str, int] = {}
+    for counter in query["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+    return dict(sorted(totals.items()))

@@ -1,103 +1,39 @@
-"""Deduplication in Beam: same URL, same text, then near-duplicates by MinHash LSH.
+"""Deduplication in Beam: same URL, same text, then near-duplicates by MinHash LSH; optionally C4's line dedup.
 
 ```
-items ─► Deduplicate ─┬─ UrlDedup      same normalised URL: the latest capture stays
-                      ├─ ExactDedup    same normalised text: the smallest id stays
-                      ├─ MinHashDedup  signatures → band buckets → edges → connected components → join back
-                      └─ LineDedup     (off by default) a line in ≥ 3 documents stays in one of them
+UrlDedup      same normalised URL: the latest capture stays
+ExactDedup    same normalised text: the smallest id stays
+MinHashDedup  signatures → band buckets → edges → connected components → verdicts applied to the documents
+LineDedup     (off by default) a line in ≥ 3 documents stays in one of them
 ```
-Every part takes live documents and returns them with the removed ones turned into `dropped` items (stage
-`url_dedup`, `exact_dedup` or `minhash_dedup`), so the writer still accounts for each record. Survivors carry
-`duplicates_removed`: how many documents the exact and near-duplicate steps removed in their favour.
+Each is a stage of its own (`url_dedup`, `exact_dedup`, `minhash_dedup`, `line_dedup`): it takes the live
+documents and decides through its ledger (`pipeline/stage.py`), so the writer still accounts for each record.
+Survivors carry `duplicates_removed`: how many documents the exact and near-duplicate steps removed in their
+favour. Keys, reasons and the config are in `filters/dedup.py`; signatures and components in
+`filters/minhash.py` and `filters/components.py`.
 
 MinHashDedup shuffles only integers after the signature step: `((band, band key), node)` into buckets, then
-edges `(node, node)` through the connected-components rounds (`pipeline/components.py`), then
-`(node, label)` verdicts that are joined back against the documents. The survivor of a component is its
-smallest node id, a hash of the WARC file and record id, so the outcome does not depend on worker count or
-arrival order.
+edges `(node, node)` through the connected-components rounds, then `(node, label)` verdicts that are joined
+back against the documents. The survivor of a component is its smallest node id, a hash of the WARC file and
+record id, so the outcome does not depend on worker count or arrival order.
 """
 from __future__ import annotations
-
-import hashlib
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline import components, minhash
-from pipeline import doc as items
-from pipeline.stages import NAMESPACE, _Counters
-
-URL_DUPLICATE, EXACT_DUPLICATE, NEAR_DUPLICATE = "url_duplicate", "exact_duplicate", "near_duplicate"
-ONLY_DUPLICATE_LINES = "only_duplicate_lines"
-
-
-@dataclass(frozen=True)
-class DedupConfig:
-    ngram: int = 5                   # word 5-grams (FineWeb's MinHash stage)
-    bands: int = 14                  # 14 × 8 = 112 permutations (FineWeb): P(candidate) = 0.5 at J ≈ 0.685
-    rows: int = 8
-    threshold: float | None = None   # if set: bands × rows ≤ num_perm chosen for it (datasketch's routine)
-    num_perm: int = 112              # the permutation budget `threshold` chooses within
-    seed: int = 1                    # of the permutations: signatures from different seeds do not compare
-    rounds: int = 4                  # large-star/small-star rounds before the union-find fallback
-    line_min_docs: int = 3           # line dedup (stages.line_dedup): a line in this many documents stays in one (C4)
-    verify_threshold: float = 0.65   # a removal stands only if the Jaccard estimated from the signatures of the
-                                     # document and its survivor reaches this (0: off, as FineWeb): cuts the
-                                     # S-curve's tail below J ≈ 0.6 and chains A~B~C that merged unlike A and C
-
-    def __post_init__(self):
-        for name in ("ngram", "bands", "rows", "num_perm", "line_min_docs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"dedup.{name} must be >= 1, got {getattr(self, name)}")
-        if self.rounds < 0:
-            raise ValueError(f"dedup.rounds must be >= 0, got {self.rounds}")
-        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"dedup.threshold must be in (0, 1), got {self.threshold}")
-        if not 0.0 <= self.verify_threshold <= 1.0:
-            raise ValueError(f"dedup.verify_threshold must be in [0, 1], got {self.verify_threshold}")
-
-    def bands_rows(self) -> tuple[int, int]:
-        if self.threshold is None:
-            return self.bands, self.rows
-        return minhash.choose_bands_rows(self.threshold, self.num_perm)
-
-
-def normalize_url(url: str) -> str:
-    """The URL as a dedup key: scheme and `www.` dropped, host lower-cased, default port, fragment and a
-    trailing slash removed; path and query kept as they are (they are case-sensitive)."""
-    try:
-        parts = urlsplit(url.strip())
-        host = (parts.hostname or "").removeprefix("www.")
-        port = parts.port
-    except ValueError:
-        return url.strip()
-    netloc = host if port in (None, 80, 443) else f"{host}:{port}"
-    path = parts.path.rstrip("/") or ""
-    return f"{netloc}{path}" + (f"?{parts.query}" if parts.query else "")
-
-
-def text_key(text: str) -> bytes:
-    """128-bit hash of the normalised text (case, punctuation and whitespace folded)."""
-    return hashlib.blake2b(minhash.normalize(text).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+from filters import components, minhash
+from filters.dedup import DedupConfig, Reason, line_key, normalize_url, text_key
+from pipeline.stage import NAMESPACE, DocDoFn, Ledger, OnLiveDocs
 
 
 def _node(doc: dict) -> int:
     return minhash.node_id(doc["id"], doc["warc_file"])
 
 
-def _kept(doc: dict, stage: str) -> dict:
-    chars = len(doc["text"])
-    doc["trace"].append((stage, chars, chars))
-    return doc
-
-
-def _removed(doc: dict, stage: str, reason: str, keep_text: bool, survivor: int | None) -> dict:
-    doc["trace"].append((stage, len(doc["text"]), 0))
-    item = items.dropped(doc, stage, reason, keep_text)
-    item["duplicate_of"] = survivor      # the node id (`minhash.node_id`) of the document that stayed, if one
-    return item
+class Dedup(OnLiveDocs):
+    """A dedup stage: it compares every document with every other, so reruns read complete inputs again."""
+    needs_every_input = True
 
 
 # ---------------------------------------------------------------------------------------------- URL and exact
@@ -105,12 +41,12 @@ def _removed(doc: dict, stage: str, reason: str, keep_text: bool, survivor: int 
 class _KeepOneDoFn(beam.DoFn):
     """(key, docs sharing it) → the one `pick` chooses stays, the others are dropped with `reason`."""
 
-    def __init__(self, stage: str, reason: str, pick, keep_rejected: bool, count_removed: bool):
+    def __init__(self, stage: str, reason: Reason, pick, keep_rejected: bool, count_removed: bool):
         self.stage, self.reason, self.pick, self.keep_rejected = stage, reason, pick, keep_rejected
         self.count_removed = count_removed
 
     def setup(self):
-        self.counters = _Counters(self.stage)
+        self.ledger = Ledger(self.stage, self.keep_rejected)
 
     def process(self, element):
         _, docs = element
@@ -118,13 +54,11 @@ class _KeepOneDoFn(beam.DoFn):
         winner = self.pick(docs)
         for doc in docs:
             if doc is not winner:
-                self.counters.inc(self.reason)
-                yield _removed(doc, self.stage, self.reason, self.keep_rejected, _node(winner))
+                yield self.ledger.drop(doc, self.reason, duplicate_of=_node(winner))
                 continue
             if self.count_removed:
                 doc["duplicates_removed"] = doc.get("duplicates_removed", 0) + len(docs) - 1
-            self.counters.inc("kept")
-            yield _kept(doc, self.stage)
+            yield self.ledger.keep(doc)
 
 
 def _latest(docs: list[dict]) -> dict:
@@ -135,33 +69,27 @@ def _smallest_id(docs: list[dict]) -> dict:
     return min(docs, key=_node)
 
 
-class UrlDedup(beam.PTransform):
+class UrlDedup(Dedup):
     """Documents with the same normalised URL → the latest capture stays (ties: smallest id)."""
+    name = "url_dedup"
 
-    def __init__(self, keep_rejected: bool = False):
-        super().__init__()
-        self.keep_rejected = keep_rejected
-
-    def expand(self, docs):
+    def decide(self, docs):
         return (docs
                 | "KeyByUrl" >> beam.Map(lambda d: (normalize_url(d["url"]) or f"\0{d['id']}", d))
                 | "GroupByUrl" >> beam.GroupByKey()
-                | "KeepLatest" >> beam.ParDo(_KeepOneDoFn("url_dedup", URL_DUPLICATE, _latest,
+                | "KeepLatest" >> beam.ParDo(_KeepOneDoFn(self.name, Reason.URL_DUPLICATE, _latest,
                                                           self.keep_rejected, count_removed=False)))
 
 
-class ExactDedup(beam.PTransform):
+class ExactDedup(Dedup):
     """Documents with the same normalised text → the one with the smallest id stays."""
+    name = "exact_dedup"
 
-    def __init__(self, keep_rejected: bool = False):
-        super().__init__()
-        self.keep_rejected = keep_rejected
-
-    def expand(self, docs):
+    def decide(self, docs):
         return (docs
                 | "KeyByText" >> beam.Map(lambda d: (text_key(d["text"]), d))
                 | "GroupByText" >> beam.GroupByKey()
-                | "KeepSmallestId" >> beam.ParDo(_KeepOneDoFn("exact_dedup", EXACT_DUPLICATE, _smallest_id,
+                | "KeepSmallestId" >> beam.ParDo(_KeepOneDoFn(self.name, Reason.EXACT_DUPLICATE, _smallest_id,
                                                               self.keep_rejected, count_removed=True)))
 
 
@@ -200,7 +128,7 @@ class BucketEdgesDoFn(beam.DoFn):
 
     def setup(self):
         self.sizes = Metrics.distribution(NAMESPACE, "minhash_dedup/bucket_size")
-        self.counters = _Counters("minhash_dedup")
+        self.ledger = Ledger("minhash_dedup")
 
     def process(self, element):
         _, nodes = element
@@ -214,7 +142,7 @@ class BucketEdgesDoFn(beam.DoFn):
                 smallest = min(smallest, node)
         self.sizes.update(size)
         if size > 1:
-            self.counters.inc("buckets_shared")
+            self.ledger.note("buckets_shared")
 
 
 class _StarDoFn(beam.DoFn):
@@ -222,7 +150,7 @@ class _StarDoFn(beam.DoFn):
         self.step, self.round_index = step, round_index
 
     def setup(self):
-        self.changed = Metrics.counter(NAMESPACE, f"minhash_dedup/round{self.round_index}_{self.step}_changed")
+        self.ledger = Ledger("minhash_dedup")
 
     def process(self, element):
         u, neighbours = element
@@ -231,7 +159,7 @@ class _StarDoFn(beam.DoFn):
         for v, m, c in run(u, neighbours):
             changed += c
             yield v, m
-        self.changed.inc(changed)
+        self.ledger.note(f"round{self.round_index}_{self.step}_changed", changed)
 
 
 class StarRound(beam.PTransform):
@@ -285,7 +213,7 @@ class _UnionFindDoFn(beam.DoFn):
     """All edges not settled by the star rounds → (node, label), on one worker."""
 
     def setup(self):
-        self.edges = Metrics.counter(NAMESPACE, "minhash_dedup/union_find_edges")
+        self.ledger = Ledger("minhash_dedup")
 
     def process(self, element):
         _, edges = element
@@ -293,7 +221,7 @@ class _UnionFindDoFn(beam.DoFn):
         for v, m in edges:
             uf.union(v, m)
             n += 1
-        self.edges.inc(n)
+        self.ledger.note("union_find_edges", n)
         yield from uf.labels().items()
 
 
@@ -357,7 +285,7 @@ class _VerifyDoFn(beam.DoFn):
         self.threshold = threshold
 
     def setup(self):
-        self.rejected = Metrics.counter(NAMESPACE, "minhash_dedup/verify_rejected")
+        self.ledger = Ledger("minhash_dedup")
         self.similarity = Metrics.distribution(NAMESPACE, "minhash_dedup/verify_similarity_percent")
 
     def process(self, element):
@@ -374,41 +302,41 @@ class _VerifyDoFn(beam.DoFn):
             if similarity >= self.threshold:
                 yield node, label
             else:
-                self.rejected.inc()
+                self.ledger.note("verify_rejected")
 
 
-def _apply_verdicts(element, keep_rejected: bool):
+class ApplyVerdictsDoFn(beam.DoFn):
     """node, {'doc': [doc], 'label': [its label if not itself], 'removed': [how many it survived]} → the doc,
     kept or dropped (a node holds two docs only if their ids collide)."""
-    node, grouped = element
-    labels = list(grouped["label"])
-    label = labels[0] if labels else node
-    removed = sum(grouped["removed"])
-    for doc in grouped["doc"]:
-        if label != node:
-            yield _removed(doc, "minhash_dedup", NEAR_DUPLICATE, keep_rejected, label)
-        else:
-            doc["duplicates_removed"] = doc.get("duplicates_removed", 0) + removed
-            yield _kept(doc, "minhash_dedup")
 
+    def __init__(self, keep_rejected: bool):
+        self.keep_rejected = keep_rejected
 
-class _CountVerdicts(beam.DoFn):
     def setup(self):
-        self.counters = _Counters("minhash_dedup")
+        self.ledger = Ledger("minhash_dedup", self.keep_rejected)
 
-    def process(self, item):
-        self.counters.inc("kept" if item["kind"] == items.DOC else NEAR_DUPLICATE)
-        yield item
+    def process(self, element):
+        node, grouped = element
+        labels = list(grouped["label"])
+        label = labels[0] if labels else node
+        removed = sum(grouped["removed"])
+        for doc in grouped["doc"]:
+            if label != node:
+                yield self.ledger.drop(doc, Reason.NEAR_DUPLICATE, duplicate_of=label)
+            else:
+                doc["duplicates_removed"] = doc.get("duplicates_removed", 0) + removed
+                yield self.ledger.keep(doc)
 
 
-class MinHashDedup(beam.PTransform):
+class MinHashDedup(Dedup):
     """Near-duplicates by MinHash LSH; one survivor (the smallest id) per connected component."""
+    name = "minhash_dedup"
 
-    def __init__(self, cfg: DedupConfig, keep_rejected: bool = False):
+    def __init__(self, cfg: DedupConfig = DedupConfig()):
         super().__init__()
-        self.cfg, self.keep_rejected = cfg, keep_rejected
+        self.cfg = cfg
 
-    def expand(self, docs):
+    def decide(self, docs):
         keyed = docs | "Signature" >> beam.ParDo(SignatureDoFn(self.cfg)).with_outputs(
             SignatureDoFn.BUCKETS, SignatureDoFn.SKETCHES, main="docs")
         edges = (keyed[SignatureDoFn.BUCKETS]
@@ -430,19 +358,10 @@ class MinHashDedup(beam.PTransform):
                                 | "CountRemoved" >> beam.CombinePerKey(sum))
         return ({"doc": keyed.docs, "label": moved, "removed": removed_per_survivor}
                 | "JoinVerdicts" >> beam.CoGroupByKey()
-                | "Apply" >> beam.FlatMap(_apply_verdicts, self.keep_rejected)
-                | "Count" >> beam.ParDo(_CountVerdicts()))
+                | "Apply" >> beam.ParDo(ApplyVerdictsDoFn(self.keep_rejected)))
 
 
 # ---------------------------------------------------------------------------------------------- lines (C4)
-
-def line_key(line: str) -> int | None:
-    """64-bit hash of a normalised line; None for a line with no word in it (blank, rules, bullets)."""
-    words = minhash.normalize(line)
-    if not words:
-        return None
-    return int.from_bytes(hashlib.blake2b(words.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
-
 
 class _LineCountFn(beam.CombineFn):
     """(documents holding the line, the smallest of their node ids): combined before the shuffle."""
@@ -472,16 +391,16 @@ def _line_entries(doc: dict):
         yield key, node
 
 
-class RemoveFrequentLinesDoFn(beam.DoFn):
+class RemoveFrequentLinesDoFn(DocDoFn):
     """Removes each frequent line (line key → the node that keeps it) from every other document."""
 
     def __init__(self, keep_rejected: bool):
         self.keep_rejected = keep_rejected
 
     def setup(self):
-        self.counters = _Counters("line_dedup")
+        self.ledger = Ledger("line_dedup", self.keep_rejected)
 
-    def process(self, doc, frequent):
+    def process_doc(self, doc, frequent):
         node, kept, removed = _node(doc), [], 0
         for line in doc["text"].split("\n"):
             key = line_key(line)
@@ -490,34 +409,30 @@ class RemoveFrequentLinesDoFn(beam.DoFn):
             else:
                 kept.append(line)
         if not removed:
-            self.counters.inc("kept")
-            yield _kept(doc, "line_dedup")
+            yield self.ledger.keep(doc)
             return
-        self.counters.inc("lines_removed", removed)
+        self.ledger.note("lines_removed", removed)
         text = "\n".join(kept).strip()
         if not minhash.normalize(text):
-            self.counters.inc(ONLY_DUPLICATE_LINES)
-            yield _removed(doc, "line_dedup", ONLY_DUPLICATE_LINES, self.keep_rejected, None)
+            yield self.ledger.drop(doc, Reason.ONLY_DUPLICATE_LINES)
             return
-        self.counters.inc("kept")
-        doc["trace"].append(("line_dedup", len(doc["text"]), len(text)))
-        doc["text"] = text
-        yield doc
+        yield self.ledger.rewrite(doc, text)
 
 
-class LineDedup(beam.PTransform):
+class LineDedup(Dedup):
     """C4's line dedup (Raffel et al. 2020, §2.2, on lines here rather than 3-sentence spans): a normalised line
-    found in at least `min_docs` documents stays in the one with the smallest id and leaves the others.
+    found in at least `line_min_docs` documents stays in the one with the smallest id and leaves the others.
 
     Line counts are combined before the shuffle (no group holds a popular line's documents); the frequent lines
     reach the workers as a side input of 16 bytes each, which bounds this step to crawls whose frequent lines
     fit in a worker's memory (tens of millions)."""
+    name = "line_dedup"
 
-    def __init__(self, min_docs: int = 3, keep_rejected: bool = False):
+    def __init__(self, cfg: DedupConfig = DedupConfig()):
         super().__init__()
-        self.min_docs, self.keep_rejected = min_docs, keep_rejected
+        self.min_docs = cfg.line_min_docs
 
-    def expand(self, docs):
+    def decide(self, docs):
         min_docs = self.min_docs
         frequent = (docs
                     | "LineKeys" >> beam.FlatMap(_line_entries)
@@ -526,47 +441,3 @@ class LineDedup(beam.PTransform):
                     | "Keeper" >> beam.Map(lambda kv: (kv[0], kv[1][1])))
         return docs | "RemoveLines" >> beam.ParDo(RemoveFrequentLinesDoFn(self.keep_rejected),
                                                   beam.pvalue.AsDict(frequent))
-
-
-# ---------------------------------------------------------------------------------------------- the stage
-
-class _SplitLiveDoFn(beam.DoFn):
-    OTHER = "other"
-
-    def process(self, item):
-        if item["kind"] == items.DOC:
-            yield item
-        else:
-            yield beam.pvalue.TaggedOutput(self.OTHER, item)
-
-
-def _split_dropped(item):
-    if item["kind"] != items.DOC:
-        yield beam.pvalue.TaggedOutput("dropped", item)
-    else:
-        yield item
-
-
-class Deduplicate(beam.PTransform):
-    """Items → items: live documents through the enabled dedup parts, everything else passed through."""
-
-    def __init__(self, cfg: DedupConfig, url: bool = True, exact: bool = True, near: bool = True,
-                 keep_rejected: bool = False, lines: bool = False):
-        super().__init__()
-        self.cfg, self.url, self.exact, self.near, self.keep_rejected = cfg, url, exact, near, keep_rejected
-        self.lines = lines
-
-    def expand(self, pcoll):
-        split = pcoll | "Live" >> beam.ParDo(_SplitLiveDoFn()).with_outputs(_SplitLiveDoFn.OTHER, main="docs")
-        docs, out = split.docs, [split[_SplitLiveDoFn.OTHER]]
-        parts = [("UrlDedup", self.url, lambda: UrlDedup(self.keep_rejected)),
-                 ("ExactDedup", self.exact, lambda: ExactDedup(self.keep_rejected)),
-                 ("MinHashDedup", self.near, lambda: MinHashDedup(self.cfg, self.keep_rejected)),
-                 ("LineDedup", self.lines, lambda: LineDedup(self.cfg.line_min_docs, self.keep_rejected))]
-        for label, on, make in parts:
-            if on:
-                result = docs | label >> make() | f"{label}Split" >> beam.FlatMap(_split_dropped).with_outputs(
-                    "dropped", main="docs")
-                docs = result.docs
-                out.append(result.dropped)
-        return (*out, docs) | "Merge" >> beam.Flatten()

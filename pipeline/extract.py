@@ -2,7 +2,7 @@
 
 `extract_page` is the plain function (used by tests and benchmarks as the reference); `TimeBoundExtractor` runs
 it in a long-lived child process and kills and restarts that child when a page takes longer than `timeout_s`
-or crashes it (lxml can segfault on hostile markup).
+or crashes it (lxml can segfault on hostile markup); `ExtractText` is the stage.
 """
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import time
 from html import unescape
 from dataclasses import dataclass, asdict
 
+import apache_beam as beam
 import trafilatura
 
 from pipeline.charset import decode_html
+from pipeline.stage import DocDoFn, Ledger, Stage
 
 
 @dataclass(frozen=True)
@@ -171,3 +173,40 @@ class TimeBoundExtractor:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ExtractTextDoFn(DocDoFn):
+    def __init__(self, cfg: ExtractConfig, keep_rejected: bool):
+        self.cfg, self.keep_rejected = cfg, keep_rejected
+
+    def setup(self):
+        self.extractor = TimeBoundExtractor(self.cfg)
+        self.ledger = Ledger("extract", self.keep_rejected)
+
+    def teardown(self):
+        self.extractor.close()
+
+    def process_doc(self, doc):
+        body = doc.pop("html")
+        result = self.extractor(body, doc.pop("content_type"), doc["url"] or None, doc.pop("content_language"))
+        if isinstance(result, tuple):
+            yield self.ledger.error(doc, *result)
+        elif result is None:
+            yield self.ledger.drop(doc, Reason.NO_TEXT, chars_in=len(body))
+        else:
+            doc.update(text=result.text, title=result.title, date=result.date, charset=result.charset,
+                       language_hint=result.language_hint)
+            yield self.ledger.keep(doc, chars_in=len(body))
+
+
+class ExtractText(Stage):
+    """HTML pages → main text (trafilatura), with a per-page time limit; pages without main text are dropped."""
+    name = "extract"
+    always = True          # every later stage reads the text
+
+    def __init__(self, cfg: ExtractConfig = ExtractConfig()):
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, pcoll):
+        return pcoll | "Extract" >> beam.ParDo(ExtractTextDoFn(self.cfg, self.keep_rejected))

@@ -19,6 +19,7 @@ size is the input's, or less when a domain cannot grow enough within `max_repeat
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import math
@@ -30,11 +31,16 @@ import numpy as np
 
 from filters.domain import DOMAINS, domain_from_url
 from pipeline import doc as items
-from pipeline.stages import _Counters, _DocDoFn
+from pipeline.resources import FastTextModel
+from pipeline.stage import DocDoFn, Ledger, Stage
 
 BUCKETS = 4096
-DOWNSAMPLED, NOT_WANTED = "mix_downsampled", "mix_domain_not_wanted"
 _LABEL = "__label__"
+
+
+class Reason(str, enum.Enum):
+    DOWNSAMPLED = "mix_downsampled"              # its domain has more tokens than its share: not sampled
+    NOT_WANTED = "mix_domain_not_wanted"         # its domain has weight 0 (or none) in mix.weights
 
 
 @dataclass(frozen=True)
@@ -116,26 +122,23 @@ def repeats(u: float, domain_plan: dict | None) -> int:
 
 # ---------------------------------------------------------------------------------------------- Beam
 
-class LabelDomainDoFn(_DocDoFn):
-    def __init__(self, cfg: MixConfig):
-        self.cfg = cfg
+class LabelDomainDoFn(DocDoFn):
+    """Sets `domain`; without weights the stage ends here and keeps every document."""
+
+    def __init__(self, cfg: MixConfig, model: FastTextModel | None, keep_rejected: bool):
+        self.cfg, self.load_model, self.keep_rejected = cfg, model, keep_rejected
 
     def setup(self):
-        self.model = None
-        if self.cfg.domain_model:
-            from pipeline.quality import load_model
-            self.model = load_model(self.cfg.domain_model)
-        self.counters = _Counters("mix")
+        self.model = self.load_model() if self.load_model is not None else None
+        self.ledger = Ledger("mix", self.keep_rejected)
 
     def process_doc(self, doc):
         domain, source = domain_from_url(doc["url"]), "url"
         if domain is None and self.model is not None:
             domain, source = classify_domain(self.model, doc["text"], self.cfg.min_confidence), "text"
         doc["domain"] = domain or "other"
-        self.counters.inc(f"domain/{doc['domain']}/{source if domain else 'none'}")
-        if not self.cfg.weights:        # labels only: this is the whole stage (sampling adds its own trace)
-            doc["trace"].append(("mix", len(doc["text"]), len(doc["text"])))
-        yield doc
+        self.ledger.note(f"domain/{doc['domain']}/{source if domain else 'none'}")
+        yield self.ledger.keep(doc) if not self.cfg.weights else doc     # with weights, sampling decides
 
 
 def classify_domain(model, text: str, min_confidence: float) -> str | None:
@@ -163,21 +166,24 @@ class _HistogramFn(beam.CombineFn):
         return accumulator
 
 
-def _sample(doc, the_plan, seed: int, keep_rejected: bool):
-    if doc["kind"] != items.DOC:
-        yield doc
-        return
-    chars = len(doc["text"])
-    domain_plan = the_plan[0]["domains"].get(doc["domain"]) if the_plan else None
-    n = repeats(position(doc["id"], seed), domain_plan)
-    if n == 0:
-        reason = NOT_WANTED if not domain_plan or domain_plan["rate"] == 0 else DOWNSAMPLED
-        doc["trace"].append(("mix", chars, 0))
-        yield items.dropped(doc, "mix", reason, keep_rejected)
-        return
-    doc["repeat"] = n
-    doc["trace"].append(("mix", chars, chars))
-    yield doc
+class SampleDoFn(DocDoFn):
+    """Keeps a document `repeats` times (the `repeat` column) or drops it, by its position and the plan."""
+
+    def __init__(self, seed: int, keep_rejected: bool):
+        self.seed, self.keep_rejected = seed, keep_rejected
+
+    def setup(self):
+        self.ledger = Ledger("mix", self.keep_rejected)
+
+    def process_doc(self, doc, the_plan):
+        domain_plan = the_plan[0]["domains"].get(doc["domain"]) if the_plan else None
+        n = repeats(position(doc["id"], self.seed), domain_plan)
+        if n == 0:
+            reason = Reason.NOT_WANTED if not domain_plan or domain_plan["rate"] == 0 else Reason.DOWNSAMPLED
+            yield self.ledger.drop(doc, reason)
+            return
+        doc["repeat"] = n
+        yield self.ledger.keep(doc)
 
 
 class _WritePlanDoFn(beam.DoFn):
@@ -190,18 +196,20 @@ class _WritePlanDoFn(beam.DoFn):
         yield the_plan
 
 
-class Mix(beam.PTransform):
+class Mix(Stage):
     """Labels `domain`; with weights, samples each domain to its token share (see the module docstring)."""
+    name = "mix"
 
-    def __init__(self, cfg: MixConfig, output_dir: str | None = None, keep_rejected: bool = False):
+    def __init__(self, cfg: MixConfig = MixConfig(), output_dir: str | None = None):
         super().__init__()
-        if cfg.domain_model:
-            from pipeline.quality import load_model
-            load_model(cfg.domain_model)          # fail before the job starts
-        self.cfg, self.output_dir, self.keep_rejected = cfg, output_dir, keep_rejected
+        self.cfg, self.output_dir = cfg, output_dir
+        self.needs_every_input = bool(cfg.weights)        # the plan is computed over all documents
 
     def expand(self, pcoll):
-        labelled = pcoll | "Label" >> beam.ParDo(LabelDomainDoFn(self.cfg))
+        model = FastTextModel(self.cfg.domain_model, "domain model") if self.cfg.domain_model else None
+        if model is not None:
+            model.check()                                  # fail before the job starts
+        labelled = pcoll | "Label" >> beam.ParDo(LabelDomainDoFn(self.cfg, model, self.keep_rejected))
         if not self.cfg.weights:
             return labelled
         cfg, seed = self.cfg, self.cfg.seed
@@ -214,7 +222,7 @@ class Mix(beam.PTransform):
                     | "Plan" >> beam.Map(lambda histograms: plan(histograms, cfg)))
         if self.output_dir:
             the_plan = the_plan | "WritePlan" >> beam.ParDo(_WritePlanDoFn(self.output_dir))
-        return labelled | "Sample" >> beam.FlatMap(_sample, beam.pvalue.AsList(the_plan), seed, self.keep_rejected)
+        return labelled | "Sample" >> beam.ParDo(SampleDoFn(seed, self.keep_rejected), beam.pvalue.AsList(the_plan))
 
 
 # ---------------------------------------------------------------------------------------------- report

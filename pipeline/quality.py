@@ -23,10 +23,11 @@ import apache_beam as beam
 import numpy as np
 
 from filters.quality import (DEFAULT_NEGATIVES, DEFAULT_POSITIVES, NEGATIVE, POSITIVE,  # noqa: F401
-                             QualityConfig, Reason, normalize_for_fasttext, quality_score)
+                             QualityConfig, Reason, normalize_for_fasttext, quality_score, score_quality)
 from pipeline import doc as items
+from pipeline.resources import FastTextModel, load_fasttext
 from pipeline.shared_data import shared_data_dir
-from pipeline.stages import _Counters, _DocDoFn
+from pipeline.stage import ApplyFilter, DocDoFn, Ledger, Stage
 
 HUMAN_LABELS = ("text/dclm-human-quality-labels/majority_data.jsonl",
                 "text/dclm-human-quality-labels/agreement_data.jsonl")
@@ -167,11 +168,9 @@ class TrainResult:
 
 
 def load_model(path: str):
-    import fasttext
-    fasttext.FastText.eprint = lambda *args, **kwargs: None     # silence its load-time warning
     if not Path(path).is_file():
         raise FileNotFoundError(f"quality model not found: {path} (train one with `refinery quality train`)")
-    return fasttext.load_model(path)
+    return load_fasttext(path)
 
 
 def train(positives: list[str], negatives: list[str], output: str, cfg: TrainConfig = TrainConfig(),
@@ -257,58 +256,45 @@ def score_jsonl(model_path: str, source: str, target: str, field: str = "text") 
 
 # ---------------------------------------------------------------------------------------------- Beam stage
 
-class QualityScoreDoFn(_DocDoFn):
-    def __init__(self, cfg: QualityConfig, keep_rejected: bool):
-        self.cfg, self.keep_rejected = cfg, keep_rejected
+class KeepTopDoFn(DocDoFn):
+    """Keeps documents scoring at least the cut-off (the side input: [score] or [] for no cut-off)."""
+
+    def __init__(self, keep_rejected: bool):
+        self.keep_rejected = keep_rejected
 
     def setup(self):
-        self.model = load_model(self.cfg.model_path)
-        self.counters = _Counters("quality")
+        self.ledger = Ledger("quality", self.keep_rejected)
 
-    def process_doc(self, doc):
-        doc["quality_score"] = round(quality_score(self.model, doc["text"]), 6)
-        chars = len(doc["text"])
-        if doc["quality_score"] < self.cfg.min_score:
-            self.counters.inc(Reason.LOW_SCORE.value)
-            doc["trace"].append(("quality", chars, 0))
-            yield items.dropped(doc, "quality", Reason.LOW_SCORE.value, self.keep_rejected)
-            return
-        yield doc
+    def process_doc(self, doc, cutoff):
+        if cutoff and doc["quality_score"] < cutoff[0]:
+            yield self.ledger.drop(doc, Reason.NOT_IN_TOP)
+        else:
+            yield self.ledger.keep(doc)
 
 
-def _keep_top(doc, cutoff, keep_rejected: bool):
-    if doc["kind"] != items.DOC:
-        yield doc
-        return
-    chars = len(doc["text"])
-    if cutoff and doc["quality_score"] < cutoff[0]:
-        doc["trace"].append(("quality", chars, 0))
-        yield items.dropped(doc, "quality", Reason.NOT_IN_TOP.value, keep_rejected)
-    else:
-        doc["trace"].append(("quality", chars, chars))
-        yield doc
-
-
-class QualityScore(beam.PTransform):
+class QualityScore(Stage):
     """Sets `quality_score` on every document (model loaded once per worker); drops those under
     `min_score`, then, with `top_fraction` < 1, those under the score that (approximately) that fraction of
     documents reach (Beam's ApproximateQuantiles over all scores, 1,000 quantiles)."""
+    name = "quality"
 
-    def __init__(self, cfg: QualityConfig, keep_rejected: bool = False):
+    def __init__(self, cfg: QualityConfig = QualityConfig()):
         super().__init__()
-        if not cfg.model_path:
-            raise FileNotFoundError("quality.model_path is empty: train a model with `refinery quality train` "
-                                    "and pass it with --quality-model or quality.model_path")
-        load_model(cfg.model_path)     # fail before the job starts, not on a worker
-        self.cfg, self.keep_rejected = cfg, keep_rejected
+        self.cfg = cfg
+        self.needs_every_input = cfg.top_fraction < 1.0       # the cut-off is a quantile over all documents
 
     def expand(self, pcoll):
-        scored = pcoll | "Score" >> beam.ParDo(QualityScoreDoFn(self.cfg, self.keep_rejected))
-        if self.cfg.top_fraction >= 1.0:
-            return scored | "Keep" >> beam.FlatMap(_keep_top, [], self.keep_rejected)
+        model = FastTextModel(self.cfg.model_path, "quality model",
+                              " (quality.model_path is empty: train a model with `refinery quality train` and pass "
+                              "it with --quality-model or quality.model_path)")
+        top = self.cfg.top_fraction < 1.0
+        scored = pcoll | "Score" >> ApplyFilter(self.name, score_quality, self.cfg, load=model,
+                                                record_keep=not top).keeping_rejected(self.keep_rejected)
+        if not top:
+            return scored
         index = int(round((1.0 - self.cfg.top_fraction) * 1000))
         cutoff = (scored
                   | "Scores" >> beam.FlatMap(lambda d: [d["quality_score"]] if d["kind"] == items.DOC else [])
                   | "Quantiles" >> beam.ApproximateQuantiles.Globally(1001)
                   | "Cutoff" >> beam.Map(lambda q: q[index] if q else 0.0))
-        return scored | "KeepTop" >> beam.FlatMap(_keep_top, beam.pvalue.AsList(cutoff), self.keep_rejected)
+        return scored | "KeepTop" >> beam.ParDo(KeepTopDoFn(self.keep_rejected), beam.pvalue.AsList(cutoff))

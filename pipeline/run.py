@@ -82,7 +82,7 @@ def curate_config(path: str, quality_model: str = ""):
     from pipeline.config import load_config
     cfg = load_config(find_file(path))
     if quality_model:
-        cfg = dataclasses.replace(cfg, stages=dataclasses.replace(cfg.stages, quality=True),
+        cfg = dataclasses.replace(cfg, stages=tuple(dict.fromkeys([*cfg.stages, "quality"])),
                                   quality=dataclasses.replace(cfg.quality, model_path=quality_model))
     return cfg
 

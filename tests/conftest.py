@@ -60,3 +60,14 @@ def sample_run(tmp_path_factory, data):
     code = main(["curate", "--input", str(data / "warc/sample-crawl/*.warc.gz"), "--output", str(output),
                  "--no-progress"])
     return code, output
+
+
+@pytest.fixture(scope="session")
+def quality_model(tmp_path_factory):
+    """(path, TrainResult): the quality classifier trained on the default positives against the whole-page text
+    of one sample-crawl WARC (~20 s)."""
+    from pipeline import quality
+    path = str(tmp_path_factory.mktemp("quality") / "quality.bin")
+    result = quality.train(list(quality.DEFAULT_POSITIVES), ["warc/sample-crawl/sample-crawl-00000.warc.gz"], path,
+                           log=lambda *_: None)
+    return path, result

@@ -13,7 +13,7 @@ def test_each_page_reason(article, reason, make):
 
 
 def test_passing_article_keeps_its_sentences(article):
-    text, reason = clean_c4(article)
+    text, reason, *_ = clean_c4(article)
     assert reason is None and 0.8 * len(article) < len(text) <= len(article)
 
 
@@ -21,7 +21,7 @@ def test_line_rules(article):
     noisy = "\n".join(["Share this", "Please enable JavaScript to view the comments powered by Disqus.",
                        "This site uses cookies to improve your experience with our service.",
                        "A real sentence with enough words in it[1].", article])
-    text, reason = clean_c4(noisy)
+    text, reason, *_ = clean_c4(noisy)
     assert reason is None
     assert "Share this" not in text and "JavaScript" not in text and "cookies" not in text
     assert "A real sentence with enough words in it." in text          # citation marker removed
@@ -42,5 +42,5 @@ def test_empty():
 
 def test_chinese_lines_count_characters_as_words(chinese):
     for text in chinese:
-        cleaned, reason = clean_c4(text, language="zh")
+        cleaned, reason, *_ = clean_c4(text, language="zh")
         assert reason is None and len(cleaned) > 0.5 * len(text)

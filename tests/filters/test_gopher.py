@@ -75,7 +75,7 @@ def test_unspaced_language_is_not_too_few_words(chinese):
     """A Chinese page is one 'word' to str.split(); per-language splitting keeps it."""
     from filters.text import split_words
     for text in chinese:
-        assert check_gopher_quality(text, language="zh", stop_words=frozenset({"的", "是", "了", "在"})) is None
+        assert check_gopher_quality(text, language="zh", resources={"zh": frozenset({"的", "是", "了", "在"})}) is None
         assert len(split_words(text, "zh")) > 300
 
 
@@ -83,7 +83,9 @@ def test_stop_words_are_per_language(article):
     german = ("Die Stadt hat im vergangenen Jahr mehr Geld für Schulen ausgegeben als je zuvor, und der Rat will "
               "das Programm mit den neuen Mitteln weiterführen. ") * 6
     assert check_gopher_quality(german, language="de") == QualityReason.FEW_STOP_WORDS   # English list
-    assert check_gopher_quality(german, language="de", stop_words=frozenset({"die", "und", "der", "das"})) is None
+    assert check_gopher_quality(german, language="de", resources={"de": frozenset({"die", "und", "der", "das"})}) is None
+    assert check_gopher_quality(german, language="de", resources={"en": GOPHER_STOP_WORDS}) \
+        == QualityReason.FEW_STOP_WORDS                              # a language with no list has no stop words
 
 
 def reference_duplicate_ngram_chars(words, n):

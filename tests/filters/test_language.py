@@ -2,7 +2,7 @@ import importlib.metadata
 
 import pytest
 
-from filters.language import LanguageConfig, Reason, check_language, predict_language
+from filters.language import LanguageConfig, Reason, check_language, identify_language, predict_language
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +37,14 @@ def test_check(lang, score, cfg, reason):
 def test_bad_config():
     with pytest.raises(ValueError, match="min_score"):
         LanguageConfig(min_score=2)
+
+
+def test_identify_language_annotates_and_decides(model, article, data):
+    """The function the pipeline runs: the fields it sets and the reason, on real texts."""
+    german = next((data / "extraction/htmltotext-benchmark-multilingual/de/text").glob("*.txt")).read_text()
+    english = identify_language(article, LanguageConfig(languages=("en",)), resources=model)
+    assert english.reason is None and english.fields["language"] == "en" and english.fields["language_score"] > 0.65
+    other = identify_language(german, LanguageConfig(languages=("en",)), resources=model)
+    assert other.reason == Reason.NOT_WANTED and other.fields["language"] == "de"
+    assert identify_language("12345 678 !!!", resources=model) == (None, Reason.LOW_SCORE,
+                                                                      {"language": "", "language_score": 0.0}, {})

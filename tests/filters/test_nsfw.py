@@ -15,32 +15,32 @@ def single_words(bad):
 
 
 def test_article_passes_and_empty(lists, article):
-    assert check_nsfw(article, lists, "en") is None
-    assert check_nsfw("", lists, "en") is None
+    assert check_nsfw(article, language="en", resources=lists) is None
+    assert check_nsfw("", language="en", resources=lists) is None
 
 
 def test_dense_listed_words_are_dropped(lists, article):
     words = single_words(lists["en"])[:10]
     spam = " ".join(article.split()[:200] + words)
-    assert check_nsfw(spam, lists, "en") == Reason.BAD_WORDS
+    assert check_nsfw(spam, language="en", resources=lists) == Reason.BAD_WORDS
 
 
 def test_one_word_in_a_long_page_is_not_enough(lists, article):
     """C4 dropped a page for one listed word; a medical or news page may mention one."""
     word = single_words(lists["en"])[0]
-    assert check_nsfw(article + " " + word, lists, "en") is None
+    assert check_nsfw(article + " " + word, language="en", resources=lists) is None
 
 
 def test_phrases_and_unspaced_languages(lists):
     phrase = next(e for e in lists["en"].entries if len(e.split()) == 2)
     text = ("some ordinary words here " + phrase.replace(" ", "\n ") + " ") * 3     # any spacing matches
-    assert check_nsfw(text, lists, "en") == Reason.BAD_WORDS
+    assert check_nsfw(text, language="en", resources=lists) == Reason.BAD_WORDS
     zh_entry = lists["zh"].entries[0]
-    assert check_nsfw(("今天天气很好" + zh_entry) * 5, lists, "zh") == Reason.BAD_WORDS
+    assert check_nsfw(("今天天气很好" + zh_entry) * 5, language="zh", resources=lists) == Reason.BAD_WORDS
 
 
 def test_threshold_config(lists, article):
     words = single_words(lists["en"])[:3]
     text = " ".join(article.split()[:100] + words)
-    assert check_nsfw(text, lists, "en", NsfwConfig(min_bad_words=4)) is None
-    assert check_nsfw(text, lists, "en", NsfwConfig(min_bad_words=3)) == Reason.BAD_WORDS
+    assert check_nsfw(text, NsfwConfig(min_bad_words=4), language="en", resources=lists) is None
+    assert check_nsfw(text, NsfwConfig(min_bad_words=3), language="en", resources=lists) == Reason.BAD_WORDS

@@ -20,11 +20,14 @@ from filters.pii import PiiConfig, luhn_valid, redact_pii
     ("", "", {}),
 ])
 def test_table(text, redacted, counts):
-    assert redact_pii(text) == (redacted, counts)
+    verdict = redact_pii(text)
+    assert (verdict.text, dict(verdict.notes), verdict.reason) == (redacted, counts, None)
+    assert verdict.fields == {f"pii_{kind}": counts.get(kind, 0) for kind in ("email", "ip", "phone", "card")}
 
 
 def test_types_can_be_switched_off():
-    assert redact_pii("a@b.example", PiiConfig(email=False)) == ("a@b.example", {})
+    verdict = redact_pii("a@b.example", PiiConfig(email=False))
+    assert (verdict.text, dict(verdict.notes)) == ("a@b.example", {})
 
 
 def test_real_emails_in_dolma_docs(dolma_docs):
@@ -32,7 +35,7 @@ def test_real_emails_in_dolma_docs(dolma_docs):
     found = [d["text"] for d in dolma_docs if emails.search(d["text"])]
     assert found, "the staged dolma docs hold real e-mail addresses"
     for text in found:
-        redacted, counts = redact_pii(text)
+        redacted, _, _, counts = redact_pii(text)
         assert counts.get("email", 0) >= 1 and not re.search(r"\w@\w+\.\w", redacted)
 
 
@@ -67,6 +70,6 @@ words = st.lists(st.sampled_from(["the", "report", "said", "on", "Monday", "cont
 @settings(max_examples=int(__import__("os").environ.get("PII_EXAMPLES", "300")), deadline=None)
 @given(before=words, item=st.one_of(emails, ipv4, ipv6, phones, cards), after=words)
 def test_generated_pii_never_survives(before, item, after):
-    redacted, counts = redact_pii(f"{before} {item} {after}.")
+    redacted, _, _, counts = redact_pii(f"{before} {item} {after}.")
     assert item not in redacted
     assert sum(counts.values()) >= 1

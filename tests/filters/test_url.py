@@ -24,12 +24,12 @@ def lists(data):
     ("", None),
 ])
 def test_each_reason(lists, url, reason):
-    assert check_url(url, lists, UrlConfig()) == reason
+    assert check_url(url, UrlConfig(), resources=lists) == reason
 
 
 def test_soft_threshold(lists):
-    assert check_url("https://example.org/anus/", lists, UrlConfig()) is None
-    assert check_url("https://example.org/anus/", lists, UrlConfig(min_soft_banned_words=1)) == \
+    assert check_url("https://example.org/anus/", UrlConfig(), resources=lists) is None
+    assert check_url("https://example.org/anus/", UrlConfig(min_soft_banned_words=1), resources=lists) == \
         Reason.SOFT_BANNED_WORDS
 
 
@@ -48,5 +48,5 @@ def test_host_of():
 def test_sample_crawl_urls_mostly_pass(lists, data):
     import json
     urls = [json.loads(line)["url"] for line in open(data / "warc/sample-crawl/manifest.jsonl")]
-    dropped = [u for u in urls if check_url(u, lists, UrlConfig())]
+    dropped = [u for u in urls if check_url(u, UrlConfig(), resources=lists)]
     assert len(dropped) / len(urls) < 0.01

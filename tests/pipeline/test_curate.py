@@ -162,7 +162,7 @@ def test_sample_crawl_is_deduplicated(sample_run):
     table = pads.dataset(str(output / "data"), format="parquet").to_table(columns=["text", "duplicates_removed"])
     assert sum(table.column("duplicates_removed").to_pylist()) == \
         sum(dedup["exact_dedup"].values()) + sum(dedup["minhash_dedup"].values())
-    from pipeline.dedup import text_key
+    from filters.dedup import text_key
     keys = [text_key(t) for t in table.column("text").to_pylist()]
     assert len(set(keys)) == len(keys)                     # no two kept texts are equal once normalised
 
@@ -200,3 +200,123 @@ def test_resumed_run_dedups_against_complete_inputs(data, tmp_path, capsys):
     second = json.loads((output / "stats.json").read_text())
     assert {k: second[k] for k in ("records_in", "kept", "dropped")} == \
         {k: first[k] for k in ("records_in", "kept", "dropped")}
+
+
+# ---- the stage protocol end to end: one order, every drop counted three ways
+
+
+MIX_WEIGHTS = "{news: 0.3, reference: 0.15, blog: 0.15, forum: 0.1, code: 0.1, commerce: 0.05, other: 0.15}"
+
+
+def test_every_drop_is_counted_by_counter_stats_and_rejected(quality_model, data, tmp_path):
+    """Every stage listed, the global decisions included (top fraction, mix sampling, line dedup, decontam cuts):
+    for each stage and reason the Beam counter, stats.json and the rows under rejected/<stage>/ agree exactly;
+    each stage's kept counter is what reached it minus what it dropped; the identity holds."""
+    from pipeline.config import load_config
+    from pipeline.curate import curate, expand_inputs, stage_names
+    cfg = load_config(None, [f"stages=[{', '.join(stage_names())}]", "output.write_rejected=true",
+                             f"quality.model_path={quality_model[0]}", "quality.top_fraction=0.8",
+                             f"mix.weights={MIX_WEIGHTS}", "decontam.action=cut"])
+    output = tmp_path / "out"
+    result = curate(expand_inputs([str(data / "warc/sample-crawl/*.warc.gz")]), str(output), cfg, progress=False)
+    stats, counters = json.loads((output / "stats.json").read_text()), result.counters
+    rejected = pads.dataset(str(output / "rejected"), format="parquet").to_table(columns=["stage", "reason"])
+    rows: dict = {}
+    for row in rejected.to_pylist():
+        rows.setdefault(row["stage"], {}).setdefault(row["reason"], 0)
+        rows[row["stage"]][row["reason"]] += 1
+    from_counters: dict = {}
+    for name, value in counters.items():
+        stage, _, rest = name.partition("/")
+        if rest.startswith("dropped/"):
+            from_counters.setdefault(stage, {})[rest.removeprefix("dropped/")] = value
+    assert from_counters == stats["dropped"] == rows
+    for stage in ("quality", "mix"):                      # the paths whose drops had no counter before
+        assert sum(stats["dropped"][stage].values()) > 0, stage
+    assert sum(v for k, v in counters.items() if k.startswith("decontam/cut/")) > 0       # cuts, not drops
+    assert counters["line_dedup/lines_removed"] > 0
+    assert stats["stages"] == stage_names()
+    live = counters["read/pages"]
+    for stage in stats["stages"]:
+        dropped = sum(stats["dropped"].get(stage, {}).values())
+        errors = sum(v for k, v in counters.items() if k.startswith(f"{stage}/error/"))
+        live -= dropped + errors
+        assert counters.get(f"{stage}/kept", 0) == live, stage
+    assert live == stats["kept"] == result.funnel["kept"] > 0
+    assert counters["read/records_in"] == stats["records_in"]
+    assert {k.removeprefix("read/skipped/"): v for k, v in counters.items() if k.startswith("read/skipped/")} \
+        == stats["skipped"]
+    assert identity_holds(stats) and stats["balanced"]
+
+
+def test_the_graph_runs_the_stages_in_the_funnels_order(quality_model):
+    """There is one order, the recipe's: the graph build() makes has its stages in it, and stats.json's list
+    (which orders the funnel) is taken from the same active stages."""
+    import apache_beam as beam
+    from pipeline.config import load_config
+    from pipeline.curate import active_stages, build, recipe, stage_names
+    names = stage_names()
+    assert len(set(names)) == len(names) and names[:2] == ["url", "extract"] and names[-1] == "mix"
+    cfg = load_config(None, [f"stages=[{', '.join(reversed(names))}]",          # listed backwards on purpose
+                             f"quality.model_path={quality_model[0]}"])
+    pipeline = beam.Pipeline()
+    build(pipeline, ["a.warc.gz"], cfg, "/tmp/unused")
+    proto = pipeline.to_runner_api()
+    root = proto.components.transforms[proto.root_transform_ids[0]]
+    top = [proto.components.transforms[i].unique_name for i in root.subtransforms]
+    assert top == ["ReadWarc", *names, "WriteDataset"]
+    assert [s.name for s in active_stages(cfg)] == names == [s.name for s in recipe(cfg)]
+
+
+def test_a_stage_runs_only_when_listed(monkeypatch, data, tmp_path):
+    """A stage added to the recipe later runs in no existing config: not in the defaults, not in extraction-only
+    (the arm `refinery ablate` compares against), whatever else that config says."""
+    import enum
+
+    from pipeline import curate as curate_module
+    from pipeline.config import load_config
+    from pipeline.run import curate_config
+    from pipeline.stage import ApplyFilter
+
+    class Never(str, enum.Enum):
+        DROPPED = "new_stage_dropped_everything"
+
+    original = curate_module.recipe
+    monkeypatch.setattr(curate_module, "recipe", lambda cfg, out="": original(cfg, out) + [
+        ApplyFilter("new_stage", lambda text, cfg, **_: Never.DROPPED, None)])
+    extract_only = curate_config("configs/extract-only.yaml")
+    assert [s.name for s in curate_module.active_stages(extract_only)] == ["extract"]
+    assert "new_stage" not in [s.name for s in curate_module.active_stages(load_config(None))]
+    listed = load_config(None, ["stages=[new_stage]"])
+    assert [s.name for s in curate_module.active_stages(listed)] == ["extract", "new_stage"]
+    warc = str(data / "warc/commoncrawl/cc-main-2020-34_resiliparse-warcfile.warc.gz")
+    result = curate_module.curate([warc], str(tmp_path / "o"), extract_only, progress=False)
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["stages"] == ["extract"] and set(stats["dropped"]) <= {"extract"} and result.funnel["kept"] > 0
+    assert not any(name.startswith("new_stage/") for name in result.counters)
+
+
+def test_old_and_unknown_stage_lists_are_clear_errors(data, tmp_path, capsys):
+    warc = str(data / "warc/commoncrawl/cc-main-2020-34_resiliparse-warcfile.warc.gz")
+    old = tmp_path / "old.yaml"
+    old.write_text("stages:\n  url: false\n  line_dedup: true\n")
+    assert main(["curate", "--input", warc, "--output", str(tmp_path / "o"), "--config", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "`stages` is now the list of stages to run" in err and "Traceback" not in err
+    assert "stages: [language, gopher_repetition" in err and "line_dedup]" in err and "[url" not in err
+    assert main(["curate", "--input", warc, "--output", str(tmp_path / "o"), "--set", "stages=[url, gopher]"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown stage(s) gopher" in err and "gopher_quality" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_stages_keep_and_drop_only_through_the_ledger():
+    """No module of the pipeline but the protocol creates a counter or writes a trace entry by hand."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2] / "pipeline"
+    for path in sorted(root.glob("*.py")):
+        if path.name in ("stage.py", "doc.py", "dataset.py"):       # the protocol, the items, the funnel's reader
+            continue
+        source = path.read_text()
+        assert not re.search(r"Metrics\.counter|\[\"trace\"\]\.append|items\.dropped\(", source), path.name

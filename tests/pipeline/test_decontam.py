@@ -6,13 +6,21 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from pipeline.decontam import (BenchmarkIndex, DecontamConfig, Decontaminate, benchmark_files, benchmark_items,
-                               check_contamination, cut_spans)
+from filters.decontam import BenchmarkIndex, DecontamConfig, Reason, check_contamination, cut_spans
+from pipeline.resources import Benchmarks, benchmark_files, benchmark_items, load_benchmark_index
+from pipeline.stage import ApplyFilter
+
+DROP = DecontamConfig()
+
+
+def Decontaminate(cfg: DecontamConfig) -> ApplyFilter:
+    """The stage as the recipe builds it (pipeline/curate.py)."""
+    return ApplyFilter("decontam", check_contamination, cfg, load=Benchmarks(cfg))
 
 
 @pytest.fixture(scope="module")
 def index(data):
-    return BenchmarkIndex.load(DecontamConfig(), data)
+    return load_benchmark_index(DecontamConfig(), data)
 
 
 @pytest.fixture(scope="module")
@@ -43,34 +51,40 @@ def test_every_benchmark_is_indexed(index):
 def test_planted_items_are_caught_and_clean_pages_are_not(index, questions, articles):
     rng = random.Random(0)
     pages = articles[:120]
-    assert all(check_contamination(page, index) is None for page in pages)     # real news pages: clean
+    assert all(check_contamination(page, DROP, resources=index) is None for page in pages)   # real news: clean
     for i, (name, item) in enumerate(sorted(questions.items())):
         planted = plant(pages[i], item, rng)
-        assert check_contamination(planted, index) == name, (name, item)
+        assert check_contamination(planted, DROP, resources=index) == Reason.of(name) != Reason.OTHER, (name, item)
 
 
 def test_cut_removes_the_item_and_keeps_the_page(index, questions, articles):
     page, item = articles[3], questions["mmlu"]
     planted = plant(page, item, random.Random(1))
     cut = cut_spans(planted, index.matches(planted))
-    assert check_contamination(cut, index) is None
+    assert check_contamination(cut, DROP, resources=index) is None
     assert len(cut) >= len(page) - 5 and page.split()[0] in cut
+    verdict = check_contamination(planted, DecontamConfig(action="cut"), resources=index)
+    assert (verdict.text, verdict.reason, dict(verdict.fields), dict(verdict.notes)) == \
+        (cut, None, {"decontaminated": "mmlu"}, {"cut/benchmark_mmlu": 1})
+    emptied = check_contamination(item, DecontamConfig(action="cut"), resources=index)
+    assert (emptied.text, emptied.reason) == (None, Reason.MMLU)      # nothing left: dropped
 
 
 def test_short_items_match_whole_and_tiny_ones_not_at_all():
     index = BenchmarkIndex({"toy": ["the quick brown fox jumps over the lazy dog",        # 9 words: whole
                                     "too short to matter"]}, ngram=13, min_words=8)
     assert index.items["toy"] == 1
-    assert check_contamination("Yesterday THE quick brown fox jumps over the lazy dog, again.", index) == "toy"
-    assert check_contamination("the quick brown fox jumps over a lazy dog", index) is None
-    assert check_contamination("it is too short to matter here", index) is None
+    check = lambda text: check_contamination(text, DROP, resources=index)
+    assert check("Yesterday THE quick brown fox jumps over the lazy dog, again.") == Reason.OTHER   # not ours
+    assert check("the quick brown fox jumps over a lazy dog") is None
+    assert check("it is too short to matter here") is None
 
 
 def test_bad_config_and_missing_benchmark(tmp_path):
     with pytest.raises(ValueError, match="decontam.action"):
         DecontamConfig(action="delete")
     with pytest.raises(FileNotFoundError, match="decontam benchmark not found"):
-        Decontaminate(DecontamConfig(benchmarks=(str(tmp_path / "none"),)))
+        _ = beam.Pipeline() | beam.Create([]) | Decontaminate(DecontamConfig(benchmarks=(str(tmp_path / "none"),)))
 
 
 @pytest.mark.parametrize("action", ["drop", "cut"])

@@ -1,47 +1,20 @@
-"""Deduplication: MinHash signatures against datasketch, components against networkx, and the Beam stage on
-planted near-duplicates of real article texts."""
+"""Deduplication stages in Beam on planted near-duplicates of real article texts, and the connected-components
+transform against networkx (the pure maths is tested in tests/filters/test_minhash.py, test_components.py)."""
 import json
 import random
 
 import apache_beam as beam
-import networkx as nx
-import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from datasketch import MinHash, MinHashLSH
-from hypothesis import given, settings, strategies as st
 
-from pipeline import components, minhash
-from pipeline.dedup import (EXACT_DUPLICATE, NEAR_DUPLICATE, URL_DUPLICATE, ConnectedComponents, DedupConfig,
-                            Deduplicate, normalize_url)
+from filters import minhash
+from filters.dedup import DedupConfig, Reason
+from pipeline.dedup import ConnectedComponents, ExactDedup, LineDedup, MinHashDedup, UrlDedup
+from tests.filters.test_components import nx_labels
+from tests.filters.test_minhash import mutate, true_jaccard
 
-
-def word_ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
-    """The truth: the set of word n-grams of the normalised text, no hashing involved."""
-    words = minhash.normalize(text).split()
-    return set(zip(*(words[i:] for i in range(n))))
-
-
-def true_jaccard(a: str, b: str) -> float:
-    x, y = word_ngrams(a), word_ngrams(b)
-    return len(x & y) / len(x | y)
-
-
-def mutate(text: str, rate: float, rng: random.Random) -> str:
-    """Each word replaced by another word of the text (or dropped, or doubled) with probability `rate`."""
-    words, out = text.split(), []
-    for word in words:
-        if rng.random() >= rate:
-            out.append(word)
-            continue
-        edit = rng.random()
-        if edit < 0.6:
-            out.append(rng.choice(words))
-        elif edit < 0.8:
-            out.extend((word, rng.choice(words)))
-        # else: deleted
-    return " ".join(out)
+URL_DUPLICATE, EXACT_DUPLICATE, NEAR_DUPLICATE = Reason.URL_DUPLICATE, Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE
 
 
 def doc(i: int, text: str, url: str, crawl_date: str = "2024-05-01T00:00:00Z") -> dict:
@@ -50,137 +23,7 @@ def doc(i: int, text: str, url: str, crawl_date: str = "2024-05-01T00:00:00Z") -
             "language": "en", "trace": []}
 
 
-# ---------------------------------------------------------------------------------------------- signatures
-
-def test_normalize_folds_case_punctuation_and_space():
-    assert minhash.normalize("Hello,   World!\n\nIt's  DONE.") == "hello world it s done"
-    assert minhash.normalize("—…") == ""
-
-
-def test_words_by_script():
-    """Letters, digits and combining marks make words (Devanagari vowel signs stay inside theirs), `_` and
-    symbols split, CJK characters are words each, Thai runs are cut every 4 letters like filters.text."""
-    assert minhash.normalize("naïve café_bar 3.14 😀emoji 中文字 ภาษาไทยครับ हिन्दी") == \
-        "naïve café bar 3 14 emoji 中 文 字 ภาษา ไทยค รับ हिन्दी"
-
-
-def test_words_match_a_regex_split_on_real_text(articles, chinese):
-    import re
-    from filters.text import split_words
-    words = re.compile(r"[^\W_]+")
-    same = sum(minhash.normalize(t).split() == words.findall(t.lower()) for t in articles)
-    assert same >= 0.95 * len(articles)       # they differ only where a combining mark or rare symbol occurs
-    for text in chinese[:5]:
-        assert minhash.normalize(text).split() == list(split_words(" ".join(words.findall(text.lower()))))
-
-
-def test_shingles_of_short_and_empty_texts():
-    assert len(minhash.shingle_hashes("")) == 0
-    assert len(minhash.shingle_hashes("two words")) == 1           # fewer words than n: one shingle
-    assert len(minhash.shingle_hashes("one two three four five six")) == 2
-    assert np.array_equal(minhash.shingle_hashes("One, two; THREE four five six"),
-                          minhash.shingle_hashes("one two three four five six"))
-
-
-def test_chinese_is_shingled_per_character(chinese):
-    text = chinese[0]
-    assert len(minhash.shingle_hashes(text, language="zh")) > len(text.split())
-
-
-def test_signature_estimates_jaccard_as_well_as_datasketch(articles):
-    """Same shingle sets into our signature and datasketch's MinHash (112 permutations each): the estimation
-    errors against the exact Jaccard are of the same size, and ours is unbiased."""
-    rng = random.Random(7)
-    ours, theirs = [], []
-    for text in articles[:80]:
-        copy = mutate(text, rng.uniform(0.0, 0.2), rng)
-        a, b = minhash.shingle_hashes(text), minhash.shingle_hashes(copy)
-        exact = minhash.jaccard(a, b)
-        ours.append(minhash.estimate_jaccard(minhash.signature(a), minhash.signature(b)) - exact)
-        m1, m2 = MinHash(num_perm=112), MinHash(num_perm=112)
-        m1.update_batch([h.tobytes() for h in a])
-        m2.update_batch([h.tobytes() for h in b])
-        theirs.append(m1.jaccard(m2) - exact)
-    assert abs(np.mean(ours)) < 0.015                        # no bias
-    assert np.mean(np.abs(ours)) < np.mean(np.abs(theirs)) + 0.01
-    assert np.mean(np.abs(ours)) < 0.05                      # √(J(1-J)/112) ≤ 0.047
-
-
-def test_signature_is_deterministic_and_seeded():
-    shingles = minhash.shingle_hashes("the quick brown fox jumps over the lazy dog again and again")
-    assert np.array_equal(minhash.signature(shingles, 112, 1), minhash.signature(shingles.copy(), 112, 1))
-    assert not np.array_equal(minhash.signature(shingles, 112, 1), minhash.signature(shingles, 112, 2))
-    huge = np.arange(10_000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)   # several blocks
-    assert np.array_equal(minhash.signature(huge), np.minimum(minhash.signature(huge[:5000]),
-                                                              minhash.signature(huge[5000:])))
-
-
-@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
-def test_bands_rows_for_a_threshold_match_datasketch(threshold):
-    lsh = MinHashLSH(threshold=threshold, num_perm=112)
-    assert minhash.choose_bands_rows(threshold, 112) == (lsh.b, lsh.r)
-    assert DedupConfig(threshold=threshold).bands_rows() == (lsh.b, lsh.r)
-
-
-def test_s_curve():
-    s = np.linspace(0, 1, 101)
-    curve = minhash.s_curve(s, 14, 8)
-    assert curve[0] == 0 and curve[-1] == 1 and np.all(np.diff(curve) >= 0)
-    assert abs(minhash.s_curve(0.685, 14, 8) - 0.5) < 0.01
-
-
-def test_bad_dedup_config_is_rejected():
-    for bad in (dict(bands=0), dict(rounds=-1), dict(threshold=1.5), dict(ngram=0)):
-        with pytest.raises(ValueError, match="dedup"):
-            DedupConfig(**bad)
-
-
-@pytest.mark.parametrize("url, key", [
-    ("https://www.Example.com/a/b/?x=1#frag", "example.com/a/b?x=1"),
-    ("http://example.com:80/a/b", "example.com/a/b"),
-    ("http://example.com:8080/", "example.com:8080"),
-    ("http://EXAMPLE.com/Path", "example.com/Path"),
-    ("not a url", "not a url"),
-])
-def test_normalize_url(url, key):
-    assert normalize_url(url) == key
-
-
 # ---------------------------------------------------------------------------------------------- components
-
-def nx_labels(edges) -> dict[int, int]:
-    graph = nx.Graph()
-    graph.add_edges_from((a, b) for a, b in edges if a != b)
-    return {node: min(c) for c in nx.connected_components(graph) for node in c}
-
-
-edge_lists = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=80)
-
-
-@settings(max_examples=300, deadline=None)
-@given(edges=edge_lists, rounds=st.integers(0, 5))
-def test_components_equal_networkx(edges, rounds):
-    labels, _ = components.connected_components(edges, rounds)
-    assert labels == nx_labels(edges)
-
-
-@settings(max_examples=50, deadline=None)
-@given(length=st.integers(2, 300), seed=st.integers(0, 1000), rounds=st.integers(0, 3))
-def test_long_shuffled_chains_converge_through_the_fallback(length, seed, rounds):
-    """A chain needs ~log2(length) rounds; with fewer, union-find finishes the job."""
-    nodes = list(range(length))
-    random.Random(seed).shuffle(nodes)                  # a path through the ids in random order
-    edges = list(zip(nodes, nodes[1:]))
-    labels, changes = components.connected_components(edges, rounds)
-    assert labels == {n: 0 for n in nodes}
-    assert len(changes) <= rounds
-
-
-def test_star_rounds_count_changes_and_stop():
-    edges = [(i + 1, i) for i in range(64)]
-    _, changes = components.connected_components(edges, rounds=20)
-    assert changes[0] > 0 and changes[-1] == 0 and len(changes) < 20
-
 
 def test_components_in_beam_equal_networkx():
     rng = random.Random(3)
@@ -211,11 +54,15 @@ def planted(articles):
     return docs, pairs
 
 
-def run_dedup(docs, tmp_path, cfg=DedupConfig(), **parts) -> list[dict]:
-    """Deduplicate `docs` on the DirectRunner; every item that comes out."""
+def run_dedup(docs, tmp_path, cfg=DedupConfig(), url=True, exact=True, near=True, lines=False) -> list[dict]:
+    """The dedup stages the flags name, in the recipe's order, on the DirectRunner; every item that comes out."""
+    stages = [stage for stage, on in ((UrlDedup(), url), (ExactDedup(), exact), (MinHashDedup(cfg), near),
+                                      (LineDedup(cfg), lines)) if on]
     with BeamTestPipeline() as p:
-        (p | beam.Create(docs) | Deduplicate(cfg, keep_rejected=True, **parts)
-         | beam.Map(json.dumps) | beam.io.WriteToText(str(tmp_path / "out"), shard_name_template=""))
+        items = p | beam.Create(docs)
+        for stage in stages:
+            items = items | stage.name >> stage.keeping_rejected(True)
+        (items | beam.Map(json.dumps) | beam.io.WriteToText(str(tmp_path / "out"), shard_name_template=""))
     return [json.loads(line) for line in (tmp_path / "out").read_text().splitlines()]
 
 

@@ -13,11 +13,8 @@ from pipeline.cli import main
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """Trained on the default positives against the whole-page text of one sample-crawl WARC (~20 s)."""
-    path = str(tmp_path_factory.mktemp("quality") / "quality.bin")
-    result = quality.train(list(quality.DEFAULT_POSITIVES), ["warc/sample-crawl/sample-crawl-00000.warc.gz"], path,
-                           log=lambda *_: None)
+def model(quality_model):
+    path, result = quality_model
     assert result.counts["positive"] > 200 and result.counts["negative"] > 400
     assert result.holdout["auc"] > 0.75
     return path
@@ -101,9 +98,14 @@ def test_quality_stage_keeps_the_top_fraction(model, data, tmp_path):
     assert all(scores[d["id"]] < cutoff + 1e-6 for d in dropped)      # nothing dropped scored above a kept one
 
 
-def test_quality_stage_needs_a_model():
+def test_quality_stage_needs_a_model(tmp_path):
+    """Checked when the graph is built, before anything runs; constructing the stage (the recipe does it for
+    every stage, listed or not) checks nothing."""
+    stage = quality.QualityScore(QualityConfig())
     with pytest.raises(FileNotFoundError, match="refinery quality train"):
-        quality.QualityScore(QualityConfig())
+        _ = beam.Pipeline() | beam.Create([]) | stage
+    with pytest.raises(FileNotFoundError, match="quality model not found"):
+        _ = beam.Pipeline() | beam.Create([]) | quality.QualityScore(QualityConfig(model_path=str(tmp_path / "x")))
 
 
 def test_curate_with_a_quality_model(model, data, tmp_path):

@@ -1,4 +1,4 @@
-"""One TestPipeline test per composite transform, on real WARC records."""
+"""The stage protocol (Ledger, ApplyFilter) and one TestPipeline test per composite transform, on real WARC records."""
 import enum
 import json
 
@@ -8,10 +8,14 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from collections import Counter
+
+from filters.verdict import Verdict
 from pipeline import doc as items
 from pipeline.dataset import WriteDataset, file_funnel, shard_name
-from pipeline.extract import ExtractConfig
-from pipeline.stages import ApplyFilter, ExtractText, ReadWarc
+from pipeline.extract import ExtractConfig, ExtractText
+from pipeline.read import ReadWarc
+from pipeline.stage import ApplyFilter, Ledger
 from pipeline.warc import ReadConfig
 
 
@@ -60,8 +64,8 @@ class Length(str, enum.Enum):
     SHORT = "too_short"
 
 
-def check_length(text: str):
-    return Length.SHORT if len(text) < 2000 else None
+def check_length(text: str, cfg: int = 2000, *, language=None, resources=None):
+    return Length.SHORT if len(text) < cfg else None
 
 
 def all_of(predicate):
@@ -75,7 +79,7 @@ def all_of(predicate):
 def test_apply_filter_counts_and_tags(resiliparse):
     p = BeamTestPipeline()
     out = (p | ReadWarc([resiliparse], ReadConfig()) | ExtractText(ExtractConfig())
-           | ApplyFilter("length", check_length, Length))
+           | ApplyFilter("length", check_length, 2000))
     dropped = out | "Dropped" >> beam.Filter(lambda i: i["kind"] == items.DROPPED and i["stage"] == "length")
     kept = out | "Kept" >> beam.Filter(lambda i: i["kind"] == items.DOC)
     assert_that(dropped, all_of(lambda d: (d["reason"], "text" in d, d["trace"][-1][2]) == ("too_short", False, 0)),
@@ -84,13 +88,13 @@ def test_apply_filter_counts_and_tags(resiliparse):
     result = p.run()
     result.wait_until_finish()
     counters = {m.key.metric.name: m.committed for m in result.metrics().query()["counters"]}
-    assert counters["length/kept"] + counters["length/too_short"] == 15
+    assert counters["length/kept"] + counters["length/dropped/too_short"] == 15 and counters["length/kept"] > 0
 
 
 def test_write_dataset(resiliparse, tmp_path):
     output = str(tmp_path / "out")
     with BeamTestPipeline() as p:
-        (p | ReadWarc([resiliparse], ReadConfig()) | ExtractText(ExtractConfig(), keep_rejected=True)
+        (p | ReadWarc([resiliparse], ReadConfig()) | ExtractText(ExtractConfig()).keeping_rejected(True)
          | WriteDataset(output, write_rejected=True))
     name = shard_name(resiliparse)
     table = pq.read_table(tmp_path / "out/data" / f"{name}.parquet")
@@ -113,3 +117,55 @@ def test_funnel_notices_a_lost_item():
     assert funnel["balanced"] and funnel["records_in"] == 5
     assert funnel["chars"] == {"extract": {"in": 150, "out": 10}}
     assert not file_funnel(file_items[:-1])["balanced"]
+
+
+# ---- the protocol without Beam: counters injected
+
+
+def ledger(stage="s", keep_rejected=False):
+    counts = Counter()
+    return Ledger(stage, keep_rejected, count=lambda name, n: counts.update({name: n})), counts
+
+
+def doc(text="one two three"):
+    return {"kind": items.DOC, "id": "i", "url": "u", "warc_file": "f", "warc_record_id": "i", "warc_offset": 7,
+            "crawl_date": "", "text": text, "trace": []}
+
+
+def test_ledger_keep_drop_rewrite_error_note():
+    books, counts = ledger("c4", keep_rejected=True)
+    kept = books.keep(doc())
+    rewritten = books.rewrite(doc("a long line\nshort"), "a long line")
+    dropped = books.drop(doc("spam spam"), Length.SHORT, duplicate_of=42)
+    error = books.error(doc(), Length.SHORT, "detail")
+    books.note("lines_removed", 3)
+    assert kept["trace"] == [("c4", 13, 13)] and rewritten["trace"] == [("c4", 17, 11)]
+    assert (dropped["kind"], dropped["stage"], dropped["reason"], dropped["text"], dropped["duplicate_of"],
+            dropped["trace"]) == (items.DROPPED, "c4", "too_short", "spam spam", 42, [("c4", 9, 0)])
+    assert (error["kind"], error["stage"], error["warc_offset"], error["detail"]) == (items.ERROR, "c4", 7, "detail")
+    assert counts == {"kept": 2, "dropped/too_short": 1, "error/too_short": 1, "lines_removed": 3}
+    assert "text" not in ledger(keep_rejected=False)[0].drop(doc(), Length.SHORT)
+
+
+def test_reasons_must_be_enum_members_and_notes_cannot_pose_as_decisions():
+    books, _ = ledger()
+    with pytest.raises(TypeError, match="Reason enum member"):
+        books.drop(doc(), "too_short")
+    for name in ("kept", "dropped/x", "error/x"):
+        with pytest.raises(ValueError, match="reserved"):
+            books.note(name)
+    with pytest.raises(TypeError, match="must return None, a Reason or a Verdict"):
+        books.apply(doc(), "too_short")
+
+
+def test_apply_records_what_a_check_returned():
+    books, counts = ledger()
+    assert books.apply(doc(), None)["kind"] == items.DOC
+    assert books.apply(doc(), Length.SHORT)["reason"] == "too_short"
+    changed = books.apply(doc("abc def"), Verdict(text="abc", fields={"score": 0.5}, notes={"cut": 2}))
+    assert (changed["text"], changed["score"], changed["trace"]) == ("abc", 0.5, [("s", 7, 3)])
+    annotated_drop = books.apply(doc(), Verdict(reason=Length.SHORT, fields={"score": 0.1}))
+    assert annotated_drop["reason"] == "too_short"
+    undecided = books.apply(doc(), Verdict(fields={"score": 0.9}), record_keep=False)
+    assert undecided["trace"] == [] and undecided["score"] == 0.9       # a later step of the stage decides
+    assert counts == {"kept": 2, "dropped/too_short": 2, "cut": 2}

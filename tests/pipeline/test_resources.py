@@ -1,4 +1,4 @@
-"""The filters inside Beam: resource loading, language ID and PII redaction as composite transforms."""
+"""What the checks read, loaded as workers load it, and the checks that need it inside Beam (ApplyFilter)."""
 import io
 import tarfile
 
@@ -7,12 +7,13 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from filters import language, pii, url
 from filters.language import LanguageConfig
 from filters.pii import PiiConfig
-from filters.url import Reason as UrlReason, UrlConfig
+from filters.url import Reason as UrlReason, UrlConfig, check_url
 from pipeline import doc as items
-from pipeline.filtering import (IdentifyLanguage, RedactPii, blocklist_domains, load_bad_words, load_stop_words,
-                                load_url_lists, resolve, resolved_url_config, url_filter)
+from pipeline.resources import BadWords, LanguageModel, StopWords, UrlLists, blocklist_domains, resolve
+from pipeline.stage import ApplyFilter
 
 
 def live_doc(text, url="https://example.org/", language=None):
@@ -29,10 +30,10 @@ def test_resolve_reads_relative_paths_from_shared_data(data):
 
 
 def test_word_lists_load(data):
-    stop_words = load_stop_words(resolve("filters/stopwords/stopwords-iso.json"))
+    stop_words = StopWords()()
     assert "und" in stop_words["de"] and stop_words["en"] == frozenset(
         {"the", "be", "to", "of", "and", "that", "have", "with"})
-    bad = load_bad_words(resolve("filters/ldnoobw"))
+    bad = BadWords(__import__("filters.nsfw").nsfw.NsfwConfig())()
     assert {"en", "de", "zh", "ja"} <= set(bad) and bad["zh"].unspaced and not bad["en"].unspaced
 
 
@@ -46,27 +47,28 @@ def test_ut1_blocklist_in_a_tarball(tmp_path):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     assert sorted(blocklist_domains(str(archive))) == ["037426.cn", "041696.com", "0513mt.com"]
-    lists = load_url_lists(resolved_url_config(UrlConfig(blocklists=(str(archive),))))
-    from filters.url import check_url
-    assert check_url("http://0513mt.com/index.php", lists) == UrlReason.BLOCKED_DOMAIN
-    assert check_url("http://www.041696.com/x", lists) == UrlReason.BLOCKED_PARENT_DOMAIN
-    assert check_url("http://01spb.ru/company/", lists) is None
+    cfg = UrlConfig(blocklists=(str(archive),))
+    lists = UrlLists(cfg)()
+    assert check_url("http://0513mt.com/index.php", cfg, resources=lists) == UrlReason.BLOCKED_DOMAIN
+    assert check_url("http://www.041696.com/x", cfg, resources=lists) == UrlReason.BLOCKED_PARENT_DOMAIN
+    assert check_url("http://01spb.ru/company/", cfg, resources=lists) is None
 
 
-def test_url_filter_transform_drops_before_extraction(data):
+def test_url_filter_drops_before_extraction(data):
     with BeamTestPipeline() as p:
         docs = p | beam.Create([live_doc("", url="https://example.org/videos/xxx/index.html"),
                                 live_doc("", url="https://en.wikipedia.org/wiki/Escopete")])
-        out = docs | url_filter(UrlConfig(), keep_rejected=False)
+        out = docs | ApplyFilter("url", url.check_url, UrlConfig(), field="url", load=UrlLists(UrlConfig()))
         assert_that(out | beam.Map(lambda d: (d["kind"], d.get("reason"))),
                     equal_to([(items.DROPPED, "url_banned_word"), (items.DOC, None)]))
 
 
 def test_identify_language(article, data):
     german = next((data / "extraction/htmltotext-benchmark-multilingual/de/text").glob("*.txt")).read_text()
+    cfg = LanguageConfig(languages=("en",))
     with BeamTestPipeline() as p:
         docs = p | beam.Create([live_doc(article), live_doc(german), live_doc("12345 678 !!!")])
-        out = docs | IdentifyLanguage(LanguageConfig(languages=("en",)))
+        out = docs | ApplyFilter("language", language.identify_language, cfg, load=LanguageModel(cfg))
         assert_that(out | beam.Map(lambda d: (d["kind"], d.get("language"), d.get("reason"))),
                     equal_to([(items.DOC, "en", None), (items.DROPPED, None, "language_not_wanted"),
                               (items.DROPPED, None, "language_low_score")]))
@@ -75,11 +77,18 @@ def test_identify_language(article, data):
 def test_redact_pii(dolma_docs):
     text = next(d["text"] for d in dolma_docs if "@" in d["text"])
     with BeamTestPipeline() as p:
-        out = p | beam.Create([live_doc(text)]) | RedactPii(PiiConfig())
-        assert_that(out | beam.Map(lambda d: (d["pii_email"] >= 1, "<EMAIL>" in d["text"], d["trace"][-1][0])),
-                    equal_to([(True, True, "pii")]))
+        out = p | beam.Create([live_doc(text)]) | ApplyFilter("pii", pii.redact_pii, PiiConfig())
+        assert_that(out | beam.Map(lambda d: (d["pii_email"] >= 1, sorted(k for k in d if k.startswith("pii_")),
+                                              "<EMAIL>" in d["text"], d["trace"][-1][0])),
+                    equal_to([(True, ["pii_card", "pii_email", "pii_ip", "pii_phone"], True, "pii")]))
 
 
-def test_missing_language_model_is_a_clear_error():
+def test_missing_resources_fail_before_the_job_runs(tmp_path):
+    cfg = LanguageConfig(model_path="/nonexistent/lid.bin")
     with pytest.raises(FileNotFoundError, match="language ID model not found: /nonexistent/lid.bin"):
-        IdentifyLanguage(LanguageConfig(model_path="/nonexistent/lid.bin"))
+        LanguageModel(cfg).check()
+    p = beam.Pipeline()
+    with pytest.raises(FileNotFoundError, match="url.banned_words list not found"):
+        _ = p | beam.Create([live_doc("")]) | ApplyFilter(
+            "url", url.check_url, UrlConfig(), field="url",
+            load=UrlLists(UrlConfig(banned_words=str(tmp_path / "none.txt"))))

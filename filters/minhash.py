@@ -20,6 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from filters.text import THAI_CHARS_PER_WORD
+
 _PRIME = np.uint64(0x9E3779B97F4A7C15)            # odd multiplier of the polynomials (golden ratio)
 _LENGTH_SALT = np.uint64(0xD6E8FEB86659FD93)
 _BLOCK_SHINGLES = 512                               # shingles per block of the (permutations × shingles) matrix
@@ -56,7 +58,6 @@ def _classify(codepoints: np.ndarray) -> np.ndarray:
 
 def _words(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(code points of the lower-cased text, index of each word character, True where a word starts)."""
-    from filters.text import THAI_CHARS_PER_WORD
     codepoints = np.frombuffer(text.lower().encode("utf-32-le", "surrogatepass"), dtype="<u4")
     classes = _classify(codepoints)
     chars = np.flatnonzero(classes)

