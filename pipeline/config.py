@@ -20,6 +20,7 @@ from filters.language import LanguageConfig
 from filters.nsfw import NsfwConfig
 from filters.pii import PiiConfig
 from filters.quality import QualityConfig
+from filters.repetition import RepetitionConfig
 from filters.url import UrlConfig
 from pipeline.extract import ExtractConfig
 from pipeline.mix import MixConfig
@@ -36,7 +37,7 @@ class OutputConfig:
 # The stages a config without `stages` runs (configs/sample.yaml lists them): FineWeb's recipe (URL filter,
 # language ID, Gopher, C4, FineWeb rules) with NSFW words, PII redaction, URL / exact / MinHash dedup and
 # decontamination, and domain labels. Off unless listed: line_dedup (it edits texts; FineWeb does not use it),
-# quality (needs a model: `refinery quality train`, --quality-model).
+# repetition (Dolma's run-length rule), quality (needs a model: `refinery quality train`, --quality-model).
 DEFAULT_STAGES = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "nsfw", "pii",
                   "url_dedup", "exact_dedup", "minhash_dedup", "decontam", "mix")
 
@@ -52,6 +53,7 @@ class CurateConfig:
     gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
     c4: C4Config = field(default_factory=C4Config)
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)
+    repetition: RepetitionConfig = field(default_factory=RepetitionConfig)
     nsfw: NsfwConfig = field(default_factory=NsfwConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)

@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from filters import c4, decontam, fineweb, gopher, language, nsfw, pii, url
+from filters import c4, decontam, fineweb, gopher, language, nsfw, pii, repetition, url
 from pipeline import resources
 from pipeline.config import CurateConfig, ConfigError, to_dict
 from pipeline.dataset import (PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel,
@@ -45,6 +45,7 @@ def recipe(cfg: CurateConfig, output_dir: str = "") -> list[Stage]:
         ApplyFilter("gopher_quality", gopher.check_gopher_quality, cfg.gopher_quality, load=resources.StopWords()),
         ApplyFilter("c4", c4.clean_c4, cfg.c4),
         ApplyFilter("fineweb", fineweb.check_fineweb, cfg.fineweb),
+        ApplyFilter("repetition", repetition.check_repetition, cfg.repetition),
         ApplyFilter("nsfw", nsfw.check_nsfw, cfg.nsfw, load=resources.BadWords(cfg.nsfw)),
         ApplyFilter("pii", pii.redact_pii, cfg.pii),
         UrlDedup(),
