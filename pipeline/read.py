@@ -10,7 +10,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import doc as items
 from pipeline.stage import beam_counter
-from pipeline.warc import Chunk, Page, ReadConfig, ReadError, open_raw, plan_chunks, read_chunk
+from pipeline.warc import Chunk, ErrorReason, Page, ReadConfig, ReadError, open_raw, plan_chunks, read_chunk
 
 _HEAD_BYTES = 1 << 16
 
@@ -38,8 +38,8 @@ class PlanChunksDoFn(beam.DoFn):
                 head = fh.read(_HEAD_BYTES)
         except Exception as e:   # missing, permission, network: the run goes on without this file
             self.count("records_in", 1)
-            self.count("error/file_unreadable", 1)
-            yield items.error(path, 0, "read", "file_unreadable", f"{type(e).__name__}: {e}"[:200])
+            self.count(f"error/{ErrorReason.FILE_UNREADABLE.value}", 1)
+            yield items.read_error(ReadError(path, 0, ErrorReason.FILE_UNREADABLE, f"{type(e).__name__}: {e}"[:200]))
             yield items.tally(path, 0, pages=0, errors=1, skipped={})
             return
         for chunk in plan_chunks(path, size, head, self.cfg.split_bytes):
