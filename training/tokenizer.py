@@ -14,9 +14,9 @@ Choices, each for lossless round trips and for what comes later:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,31 +58,28 @@ def train_tokenizer(inputs: list[str], output_dir: str, cfg: TokenizerConfig = T
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     used_bytes = used_docs = 0
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
-        for text in documents:          # sentencepiece trains on lines: one line per paragraph
-            if used_bytes >= cfg.sample_bytes:
-                break
-            for line in text.split("\n"):
-                if line.strip():
-                    fh.write(line + "\n")
-            used_bytes += len(text.encode("utf-8", "surrogatepass"))
-            used_docs += 1
-        corpus = fh.name
+    lines = []                      # sentencepiece trains on lines: one line per paragraph
+    for text in documents:
+        if used_bytes >= cfg.sample_bytes:
+            break
+        lines += [line for line in text.split("\n") if line.strip()]
+        used_bytes += len(text.encode("utf-8", "surrogatepass"))
+        used_docs += 1
     log(f"[tokenizer] training BPE ({cfg.vocab_size:,} pieces) on {used_docs:,} documents, "
         f"{used_bytes / 1e6:.1f} MB")
-    try:
-        spm.SentencePieceTrainer.train(
-            input=corpus, model_prefix=str(out / "tokenizer"), model_type="bpe", vocab_size=cfg.vocab_size,
-            byte_fallback=True, split_digits=True, normalization_rule_name="identity", add_dummy_prefix=False,
-            remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_by_whitespace=True,
-            character_coverage=cfg.character_coverage, max_sentencepiece_length=cfg.max_piece_length,
-            pad_id=0, unk_id=1, bos_id=2, eos_id=3, user_defined_symbols=list(ROLE_TOKENS),
-            input_sentence_size=2_000_000, shuffle_input_sentence=True, seed_sentencepiece_size=1_000_000,
-            max_sentence_length=1 << 16, num_threads=2, minloglevel=2)
-    finally:
-        Path(corpus).unlink()
-    model_bytes = (out / MODEL_FILE).read_bytes()
-    (out / "tokenizer.vocab").unlink(missing_ok=True)
+    # From an iterator into memory: the model then records no input or output path, so the same text and
+    # settings give the same bytes (and sha256) wherever they are trained.
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=cfg.vocab_size,
+        byte_fallback=True, split_digits=True, normalization_rule_name="identity", add_dummy_prefix=False,
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_by_whitespace=True,
+        character_coverage=cfg.character_coverage, max_sentencepiece_length=cfg.max_piece_length,
+        pad_id=0, unk_id=1, bos_id=2, eos_id=3, user_defined_symbols=list(ROLE_TOKENS),
+        input_sentence_size=2_000_000, shuffle_input_sentence=True, seed_sentencepiece_size=1_000_000,
+        max_sentence_length=1 << 16, num_threads=2, minloglevel=2)
+    model_bytes = model.getvalue()
+    (out / MODEL_FILE).write_bytes(model_bytes)
     info = {"config": asdict(cfg), "inputs": inputs, "documents": used_docs, "bytes": used_bytes,
             "sha256": hashlib.sha256(model_bytes).hexdigest(), "wall_s": round(time.monotonic() - started, 1)}
     (out / CONFIG_FILE).write_text(json.dumps(info, indent=1))

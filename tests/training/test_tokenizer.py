@@ -61,3 +61,12 @@ def test_missing_inputs_are_clear_errors(tmp_path, capsys):
     assert "no dataset" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="refinery tokenizer train"):
         Tokenizer(str(tmp_path))
+
+
+def test_the_same_text_gives_the_same_tokenizer_bytes_anywhere(tokenizer, curated, tmp_path):
+    """A tokenizer's sha256 is its identity (models record it): training again, into another folder, must give
+    the same bytes. sentencepiece records its input and output paths unless fed from memory."""
+    other = tmp_path / "elsewhere" / "tok"
+    assert main(["tokenizer", "train", "--input", curated, "--vocab-size", "8000", "--output", str(other)]) == 0
+    assert Tokenizer(str(other)).sha256 == tokenizer.sha256
+    assert str(tmp_path).encode() not in (other / "tokenizer.model").read_bytes()
