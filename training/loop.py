@@ -210,11 +210,28 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's CPU threads set to `n` inside (0: as they are), restored after, so one run's setting does not
+    leak into what the same process does next (`refinery run`'s evaluation, tests)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(model, batches, objective, optim: OptimConfig, run: RunConfig, evaluate=None, config: dict | None = None,
           resume: bool = False, flops_per_token: float | None = None) -> dict:
     """Train `model` for run.steps optimiser steps; returns the summary also written to RUN/summary.json."""
-    if run.threads:
-        torch.set_num_threads(run.threads)
+    with torch_threads(run.threads):
+        return _train(model, batches, objective, optim, run, evaluate, config, resume, flops_per_token)
+
+
+def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evaluate, config, resume: bool,
+           flops_per_token: float | None) -> dict:
     kind = run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dist = setup_distributed(kind)
     device = pick_device(run, dist.local_rank)

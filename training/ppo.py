@@ -271,12 +271,16 @@ def _split_prompts(cfg: PPOConfig):
 
 
 def train_ppo(cfg: PPOConfig, log=print) -> dict:
+    from training.loop import torch_threads
+    with torch_threads(cfg.threads):
+        return _train_ppo(cfg, log)
+
+
+def _train_ppo(cfg: PPOConfig, log=print) -> dict:
     from training.checkpoint import load_model_weights, save_checkpoint
     from training.lm import _our_tokenizer, copy_tokenizer
     from training.reward import load_reward_model
     from training.tokenizer import Tokenizer
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     backbone = load_model_weights(cfg.model)
     tokenizer_dir = _our_tokenizer(Path(cfg.model))
