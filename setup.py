@@ -7,7 +7,7 @@ setup(
     description=__doc__,
     python_requires=">=3.10",
     packages=find_packages(include=["pipeline", "pipeline.*", "filters", "filters.*", "training", "training.*"]),
-    package_data={"training": ["label_page/*.html", "label_page/*.js", "label_page/*.css"]},   # refinery label's page
+    package_data={"training.post": ["label_page/*.html", "label_page/*.js", "label_page/*.css"]},   # refinery label's page
     install_requires=[
         "apache-beam>=2.60",
         "trafilatura>=2.0",
@@ -33,5 +33,5 @@ setup(
                 # drives the system Chromium (never `playwright install`): tests/training/test_label.py
                 "playwright>=1.40"],
     },
-    entry_points={"console_scripts": ["refinery=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["refinery=pipeline.app.cli:main"]},
 )

@@ -51,7 +51,7 @@ def run_curate(paths: list[str], config: str, workers: int) -> tuple[float, dict
     output = tempfile.mkdtemp(prefix="bench-curate-")
     try:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pipeline.cli", "curate", "--input", ",".join(paths), "--output", output,
+        subprocess.run([sys.executable, "-m", "pipeline.app.cli", "curate", "--input", ",".join(paths), "--output", output,
                         "--config", config, "--no-progress", f"--direct_num_workers={workers}"],
                        check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - started

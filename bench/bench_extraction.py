@@ -80,7 +80,7 @@ def main() -> None:
     output = args.dataset
     if output is None:
         output = tempfile.mkdtemp(prefix="bench-extraction-")
-        subprocess.run([sys.executable, "-m", "pipeline.cli", "curate", "--input",
+        subprocess.run([sys.executable, "-m", "pipeline.app.cli", "curate", "--input",
                         str(data / "warc/sample-crawl/*.warc.gz"), "--output", output, "--no-progress"],
                        check=True, stdout=subprocess.DEVNULL)
     table = pads.dataset(os.path.join(output, "data"), format="parquet").to_table(columns=["warc_record_id", "text"])

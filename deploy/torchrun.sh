@@ -24,4 +24,4 @@ else
 fi
 # torch.distributed.run is torchrun; through the interpreter it also works from a venv that is not activated
 exec "${PYTHON:-python3}" -m torch.distributed.run "${rendezvous[@]}" --nproc_per_node="$nproc" \
-  -m pipeline.cli train "$@"
+  -m pipeline.app.cli train "$@"

@@ -9,8 +9,19 @@ from typing import Mapping
 
 import numpy as np
 
-from filters.text import ALNUM, LETTER, UNSPACED_LANGUAGES, base_language, count_letterless_tokens, \
-    distinct_stop_words, lines, paragraphs, spaced, split_words, symbol_tokens
+from filters.text import (
+    ALNUM,
+    LETTER,
+    UNSPACED_LANGUAGES,
+    base_language,
+    count_letterless_tokens,
+    distinct_stop_words,
+    lines,
+    paragraphs,
+    spaced,
+    split_words,
+    symbol_tokens,
+)
 
 # The paper's English stop words ("at least two of the, be, to, of, and, that, have, with").
 UNSPACED_NGRAM_SCALE = 2

@@ -16,6 +16,7 @@ The probability that two documents of Jaccard similarity s share at least one ba
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from functools import lru_cache
 
 import numpy as np
@@ -34,7 +35,6 @@ def _char_classes() -> np.ndarray:
     """The class of each BMP code point: SEPARATOR (punctuation, symbols, space, `_`), WORD (letters, digits,
     combining marks), CHARACTER_WORD (CJK ideographs, kana: a word each) or UNSPACED (Thai, Lao, Khmer,
     Burmese: runs cut in pieces of `THAI_CHARS_PER_WORD`, as `filters.text.split_words`)."""
-    import unicodedata
     classes = np.zeros(0x10000, dtype=np.uint8)
     for cp in range(0x10000):
         if unicodedata.category(chr(cp))[0] in "LNM":
@@ -230,7 +230,7 @@ def choose_bands_rows(threshold: float, num_perm: int, false_positive_weight: fl
                       false_negative_weight: float = 0.5) -> tuple[int, int]:
     """bands × rows ≤ num_perm minimising the weighted false positive/negative areas around `threshold`
     (datasketch's own routine, so our LSH and datasketch's `MinHashLSH` agree on the parameters)."""
-    from datasketch.lsh import _optimal_param
+    from datasketch.lsh import _optimal_param  # heavy: only when a threshold is given
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     return _optimal_param(threshold, num_perm, false_positive_weight, false_negative_weight)

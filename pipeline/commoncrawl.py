@@ -11,6 +11,8 @@ import io
 import re
 import urllib.request
 
+from apache_beam.io.filesystems import FileSystems
+
 CC_BASE = "https://data.commoncrawl.org/"
 _CRAWL_NAME = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
 
@@ -25,7 +27,6 @@ def _fetch(url: str) -> bytes:
     if url.startswith(("http://", "https://", "file://")):
         with urllib.request.urlopen(url, timeout=60) as response:
             return response.read()
-    from apache_beam.io.filesystems import FileSystems
     with FileSystems.open(url) as fh:   # s3:// or gs:// mirrors; FileSystems un-gzips .gz on its own
         return fh.read()
 

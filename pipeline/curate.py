@@ -9,25 +9,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from filters import c4, decontam, fineweb, gopher, language, nsfw, pii, repetition, url
 from pipeline import resources
-from pipeline.config import CurateConfig, ConfigError, to_dict
-from pipeline.dataset import (PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel,
-                              write_atomic)
+from pipeline.config import ConfigError, CurateConfig, to_dict
+from pipeline.dataset import PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel, write_atomic
 from pipeline.dedup import Dedup, ExactDedup, LineDedup, MinHashDedup, UrlDedup
 from pipeline.extract import ExtractText
 from pipeline.mix import Mix, mix_report
 from pipeline.quality import QualityScore
 from pipeline.read import ReadWarc
+from pipeline.runner import runner_options
 from pipeline.stage import NAMESPACE, ApplyFilter, Stage
 
 log = logging.getLogger(__name__)
@@ -114,21 +112,6 @@ def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_d
         docs = docs | stage.name >> stage.keeping_rejected(keep_rejected)
     return docs | "WriteDataset" >> WriteDataset(output_dir, keep_rejected, cfg.output.write_errors,
                                                  config_sha(cfg), skip=written)
-
-
-def runner_options(beam_args: list[str]) -> PipelineOptions:
-    """Beam options; with no --runner, the DirectRunner in multi_processing mode with a worker per core."""
-    args = list(beam_args)
-    given = " ".join(args)
-    if "--runner" not in given:
-        args.append("--runner=DirectRunner")
-    if ("DirectRunner" in given or "--runner" not in given) and "--direct_running_mode" not in given:
-        args.append("--direct_running_mode=multi_processing")
-    if "--default_sdk_harness_log_level" not in given:
-        args.append("--default_sdk_harness_log_level=WARNING")   # workers otherwise log every channel they open
-    if "--direct_num_workers" not in given:
-        args.append(f"--direct_num_workers={os.cpu_count() or 1}")
-    return PipelineOptions(args)
 
 
 @dataclass

@@ -11,8 +11,8 @@ import logging
 import multiprocessing
 import re
 import time
+from dataclasses import asdict, dataclass
 from html import unescape
-from dataclasses import dataclass, asdict
 
 import apache_beam as beam
 import trafilatura

@@ -23,14 +23,21 @@ import enum
 import hashlib
 import json
 import math
+import os
+import random
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
+import pyarrow.dataset as pads
 
 from filters.domain import DOMAINS, domain_from_url
+from filters.quality import normalize_for_fasttext
 from pipeline import doc as items
+from pipeline.dataset import join, write_atomic
+from pipeline.quality import resolve_inputs
 from pipeline.resources import FastTextModel
 from pipeline.stage import DocDoFn, Ledger, Stage
 
@@ -142,7 +149,6 @@ class LabelDomainDoFn(DocDoFn):
 
 
 def classify_domain(model, text: str, min_confidence: float) -> str | None:
-    from filters.quality import normalize_for_fasttext
     line = normalize_for_fasttext(text)
     if not line:
         return None
@@ -191,7 +197,6 @@ class _WritePlanDoFn(beam.DoFn):
         self.output_dir = output_dir
 
     def process(self, the_plan):
-        from pipeline.dataset import join, write_atomic
         write_atomic(join(self.output_dir, "mix_plan.json"), json.dumps(the_plan, indent=1).encode())
         yield the_plan
 
@@ -230,7 +235,6 @@ class Mix(Stage):
 def mix_report(output_dir: str, plot: bool = True) -> dict:
     """Tokens per domain before (from the plan) and after (kept documents × repeats, from the shards);
     writes mix.json and, if matplotlib is there, mix.png beside the data."""
-    import pyarrow.dataset as pads
     root = Path(output_dir)
     the_plan = json.loads((root / "mix_plan.json").read_text()) if (root / "mix_plan.json").exists() else None
     table = pads.dataset(str(root / "data"), format="parquet").to_table(columns=["domain", "text", "repeat"])
@@ -250,9 +254,9 @@ def mix_report(output_dir: str, plot: bool = True) -> dict:
     (root / "mix.json").write_text(json.dumps(report, indent=1))
     if plot:
         try:
-            import matplotlib
+            import matplotlib  # heavy: only when a plot is drawn
             matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # heavy: only when a plot is drawn
         except ImportError:
             return report
         names = list(report["domains"])
@@ -276,15 +280,9 @@ def mix_report(output_dir: str, plot: bool = True) -> dict:
 
 def train_domain_classifier(inputs: list[str], output: str, epoch: int = 10, log=print) -> dict:
     """fastText on the documents of curated datasets (Parquet with url and text) that the URL rules label."""
-    import os
-    import random
-    import tempfile
 
-    import fasttext
-    import pyarrow.dataset as pads
+    import fasttext  # C extension: loaded on the worker that needs the model
 
-    from filters.quality import normalize_for_fasttext
-    from pipeline.quality import resolve_inputs
     examples = []
     for spec in inputs:
         for path in resolve_inputs(spec):

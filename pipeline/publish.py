@@ -18,7 +18,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import yaml
+
+from pipeline.dataset import SCHEMA
+from training.shards import ShardError, read_header
 
 MANIFEST, CARD = "manifest.json", "README.md"
 _SKIP = {MANIFEST}
@@ -41,8 +47,6 @@ def _size_category(n: int) -> str:
 
 
 def publish(dataset_dir: str, license: str = "other", name: str | None = None) -> dict:
-    import pyarrow.dataset as pads
-    import pyarrow.parquet as pq
     root = Path(dataset_dir)
     stats_path = root / "stats.json"
     if not stats_path.is_file():
@@ -54,7 +58,6 @@ def publish(dataset_dir: str, license: str = "other", name: str | None = None) -
     domains = sorted({d or "other" for d in table.column("domain").to_pylist()}) \
         if "domain" in table.column_names else []
     for domain in domains:                     # one file per domain, for one config per domain
-        import pyarrow.compute as pc
         part = table.filter(pc.equal(pc.fill_null(table.column("domain"), "other"), domain))
         target = root / "domains" / domain / "part-0.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +100,7 @@ def publish(dataset_dir: str, license: str = "other", name: str | None = None) -
 
 def verify(directory: str) -> list[str]:
     """Every problem found, one line each; an empty list means the folder is intact."""
-    import pyarrow.parquet as pq
 
-    from pipeline.dataset import SCHEMA
-    from training.shards import ShardError, read_header
     root = Path(directory)
     if not root.is_dir():
         return [f"{directory}: not a folder"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import random
 import re
@@ -21,13 +22,23 @@ from typing import Iterator
 
 import apache_beam as beam
 import numpy as np
+import pyarrow.dataset as pads
 
-from filters.quality import (DEFAULT_NEGATIVES, DEFAULT_POSITIVES, NEGATIVE, POSITIVE,  # noqa: F401
-                             QualityConfig, Reason, normalize_for_fasttext, quality_score, score_quality)
+from filters.quality import (
+    NEGATIVE,
+    POSITIVE,
+    QualityConfig,
+    Reason,
+    normalize_for_fasttext,
+    quality_score,
+    score_quality,
+)
 from pipeline import doc as items
+from pipeline.charset import decode_html
 from pipeline.resources import FastTextModel, load_fasttext
 from pipeline.shared_data import shared_data_dir
 from pipeline.stage import ApplyFilter, DocDoFn, Ledger, Stage
+from pipeline.warc import Page, ReadConfig, open_raw, plan_chunks, read_chunk
 
 HUMAN_LABELS = ("text/dclm-human-quality-labels/majority_data.jsonl",
                 "text/dclm-human-quality-labels/agreement_data.jsonl")
@@ -37,7 +48,7 @@ _TEXT_FIELDS = ("text", "articleBody", "output", "content")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class ClassifierConfig:
     word_ngrams: int = 2             # DCLM's classifier uses bigrams
     epoch: int = 20
     lr: float = 0.1
@@ -74,7 +85,6 @@ def read_texts(path: Path, field: str | None = None) -> Iterator[str]:
     headings, else paragraphs split at blank lines)."""
     name = path.name
     if path.is_dir() or name.endswith(".parquet"):
-        import pyarrow.dataset as pads
         table = pads.dataset(str(path), format="parquet").to_table(columns=[field or "text"])
         yield from (t for t in table.column(0).to_pylist() if t)
     elif name.endswith((".jsonl", ".jsonl.gz")):
@@ -100,12 +110,9 @@ def read_texts(path: Path, field: str | None = None) -> Iterator[str]:
 
 def whole_page_texts(path: str) -> Iterator[str]:
     """All visible text of each HTML page of a WARC file (trafilatura's html2txt: no boilerplate removal)."""
-    import logging
 
-    import trafilatura
+    import trafilatura  # heavy: only this reader extracts pages
 
-    from pipeline.charset import decode_html
-    from pipeline.warc import Page, ReadConfig, open_raw, plan_chunks, read_chunk
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
     with open_raw(path) as fh:
         head = fh.read(1 << 16)
@@ -160,24 +167,25 @@ def precision_recall(scores, labels, threshold: float = 0.5) -> tuple[float, flo
 # ---------------------------------------------------------------------------------------------- train, eval
 
 @dataclass
-class TrainResult:
+class ClassifierResult:
     model_path: str
     counts: dict = field(default_factory=dict)
     holdout: dict = field(default_factory=dict)
     wall_s: float = 0.0
 
 
-def load_model(path: str):
+def load_classifier(path: str):
     if not Path(path).is_file():
         raise FileNotFoundError(f"quality model not found: {path} (train one with `refinery quality train`)")
     return load_fasttext(path)
 
 
-def train(positives: list[str], negatives: list[str], output: str, cfg: TrainConfig = TrainConfig(),
-          field: str | None = None, log=print) -> TrainResult:
+def train_classifier(positives: list[str], negatives: list[str], output: str,
+                     cfg: ClassifierConfig = ClassifierConfig(), field: str | None = None,
+                     log=print) -> ClassifierResult:
     """Train the classifier on the texts of `positives` vs `negatives` (paths or globs), hold out a share of
     each for precision / recall / AUC, save the model and a `.json` card beside it."""
-    import fasttext
+    import fasttext  # C extension: loaded on the worker that needs the model
     started = time.monotonic()
     pos = load_texts(positives, field, cfg.max_docs_per_class, cfg.seed, log)
     neg = load_texts(negatives, field, cfg.max_docs_per_class, cfg.seed, log)
@@ -212,7 +220,7 @@ def train(positives: list[str], negatives: list[str], output: str, cfg: TrainCon
         precision, recall = precision_recall(scores, labels)
         metrics = {"documents": len(held), "precision": round(precision, 4), "recall": round(recall, 4),
                    "auc": round(roc_auc(scores, labels), 4)}
-    result = TrainResult(output, {"positive": len(pos), "negative": len(neg), "trained_on": len(used)}, metrics,
+    result = ClassifierResult(output, {"positive": len(pos), "negative": len(neg), "trained_on": len(used)}, metrics,
                          time.monotonic() - started)
     card = {"positives": positives, "negatives": negatives, "counts": result.counts, "holdout": metrics,
             "config": cfg.__dict__, "normalisation": "filters.quality.normalize_for_fasttext"}
@@ -222,7 +230,7 @@ def train(positives: list[str], negatives: list[str], output: str, cfg: TrainCon
 
 def evaluate(model_path: str, labelled: list[str] = HUMAN_LABELS) -> dict[str, dict]:
     """AUC of the model's score against human keep (1) / drop (0) labels, per labelled JSONL file."""
-    model = load_model(model_path)
+    model = load_classifier(model_path)
     results = {}
     for spec in labelled:
         for path in resolve_inputs(spec):
@@ -237,7 +245,7 @@ def evaluate(model_path: str, labelled: list[str] = HUMAN_LABELS) -> dict[str, d
 
 def score_jsonl(model_path: str, source: str, target: str, field: str = "text") -> int:
     """Copy JSONL `source` to `target` with `quality_score` added to each record; returns the count."""
-    model = load_model(model_path)
+    model = load_classifier(model_path)
     n = 0
     opener = lambda p, mode: gzip.open(p, mode + "t", encoding="utf-8") if p.endswith(".gz") else \
         open(p, mode, encoding="utf-8")

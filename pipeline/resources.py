@@ -9,8 +9,8 @@ that builds the pipeline, so workers read exactly the files named there.
 """
 from __future__ import annotations
 
-import csv
 import bz2
+import csv
 import importlib.metadata
 import io
 import json
@@ -51,7 +51,7 @@ def _must_exist(path: str, what: str) -> None:
 
 
 def load_fasttext(path: str):
-    import fasttext
+    import fasttext  # C extension: loaded on the worker that needs the model
     fasttext.FastText.eprint = lambda *args, **kwargs: None     # silence its load-time warning
     return fasttext.load_model(path)
 

@@ -14,17 +14,23 @@ import io
 import json
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 from pipeline.dataset import join, write_atomic
+from pipeline.runner import runner_options
+from training.shards import shard_bytes
+from training.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer
 
 _COLUMNS = ("id", "text", "domain", "repeat", "warc_file", "warc_record_id", "warc_offset")
 
 
 def dataset_files(dataset_dir: str) -> list[str]:
     """The Parquet files of a curated dataset (its folder or its data/ folder)."""
-    from apache_beam.io.filesystems import FileSystems
     for pattern in (join(dataset_dir, "data", "*.parquet"), join(dataset_dir, "*.parquet")):
         found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
         if found:
@@ -37,15 +43,10 @@ class TokenizeFileDoFn(beam.DoFn):
         self.tokenizer_dir, self.output_dir = tokenizer_dir, output_dir
 
     def setup(self):
-        from training.tokenizer import Tokenizer
         self.tokenizer = Tokenizer(self.tokenizer_dir)
 
     def process(self, path: str):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        from apache_beam.io.filesystems import FileSystems
 
-        from training.shards import shard_bytes
         with FileSystems.open(path) as fh:
             table = pq.read_table(io.BytesIO(fh.read()))
         rows = table.to_pylist()
@@ -85,8 +86,6 @@ class TokenizeDataset(beam.PTransform):
 
 def tokenize(dataset_dir: str, tokenizer_dir: str, output_dir: str, beam_args: list[str] = ()) -> dict:
     """Run the job; returns (and writes as OUT/tokens.json) tokens and documents per domain."""
-    from pipeline.curate import runner_options
-    from training.tokenizer import Tokenizer
     started = time.monotonic()
     tokenizer = Tokenizer(tokenizer_dir)          # fail before the job if it is missing
     files = dataset_files(dataset_dir)
@@ -95,7 +94,6 @@ def tokenize(dataset_dir: str, tokenizer_dir: str, output_dir: str, beam_args: l
         (p | "Tokenize" >> TokenizeDataset(files, tokenizer_dir, output_dir)
          | "Json" >> beam.Map(json.dumps)
          | "Summary" >> beam.io.WriteToText(summary_path, shard_name_template=""))
-    from apache_beam.io.filesystems import FileSystems
     with FileSystems.open(summary_path) as fh:
         shards = sorted((json.loads(line) for line in fh.read().decode().splitlines() if line.strip()),
                         key=lambda s: s["file"])
@@ -111,9 +109,7 @@ def tokenize(dataset_dir: str, tokenizer_dir: str, output_dir: str, beam_args: l
               "tokens": sum(d["tokens"] for d in domains.values()), "shards": [s["file"] for s in shards],
               "wall_s": round(time.monotonic() - started, 1)}
     # a copy of the tokenizer beside the shards, so training and evaluation need only this folder
-    from pathlib import Path
 
-    from training.tokenizer import CONFIG_FILE, MODEL_FILE
     for name in (MODEL_FILE, CONFIG_FILE):
         source = Path(tokenizer_dir) / name
         if source.is_file():

@@ -21,6 +21,8 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParser, StatusAndHeadersParserException
@@ -129,8 +131,6 @@ def open_raw(path: str, offset: int = 0) -> BinaryIO:
     """The file's raw bytes from `offset`: local paths, gs://, s3:// (Beam FileSystems) or http(s):// (Range)."""
     if path.startswith(("http://", "https://")):
         return _PositionedReader(_open_http(path, offset), offset)
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
     fh = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if offset:
         fh.seek(offset)

@@ -55,7 +55,7 @@ def dolma_docs(data) -> list[dict]:
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory, data):
     """`refinery curate` of the whole sample crawl with the default config (once per test session, ~60 s)."""
-    from pipeline.cli import main
+    from pipeline.app.cli import main
     output = tmp_path_factory.mktemp("sample") / "out"
     code = main(["curate", "--input", str(data / "warc/sample-crawl/*.warc.gz"), "--output", str(output),
                  "--no-progress"])
@@ -64,10 +64,11 @@ def sample_run(tmp_path_factory, data):
 
 @pytest.fixture(scope="session")
 def quality_model(tmp_path_factory):
-    """(path, TrainResult): the quality classifier trained on the default positives against the whole-page text
+    """(path, ClassifierResult): the quality classifier trained on the default positives against the whole-page text
     of one sample-crawl WARC (~20 s)."""
     from pipeline import quality
     path = str(tmp_path_factory.mktemp("quality") / "quality.bin")
-    result = quality.train(list(quality.DEFAULT_POSITIVES), ["warc/sample-crawl/sample-crawl-00000.warc.gz"], path,
+    from filters.quality import DEFAULT_POSITIVES
+    result = quality.train_classifier(list(DEFAULT_POSITIVES), ["warc/sample-crawl/sample-crawl-00000.warc.gz"], path,
                            log=lambda *_: None)
     return path, result

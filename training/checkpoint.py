@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from training.model import ModelConfig, Transformer, build
+from training.architectures import build
+from training.model import ModelConfig, Transformer
 
 
 def rng_state() -> dict:
@@ -70,7 +71,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path if (path / "state.json").is_file() else None
 
 
-def resolve(path: str | Path) -> Path:
+def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder from a checkpoint folder, a run folder, or RUN/checkpoints/latest."""
     path = Path(path)
     if path.name == "latest" and path.is_file():
@@ -84,11 +85,15 @@ def resolve(path: str | Path) -> Path:
 
 
 def load_model_weights(path: str | Path, device="cpu") -> Transformer:
-    """The model of a checkpoint (or of a run folder's latest checkpoint)."""
-    path = resolve(path)
+    """The language model of a checkpoint (or of a run folder's latest checkpoint); of a model with a scalar head
+    (PPO's policy, a reward model), its backbone."""
+    path = find_checkpoint(path)
     cfg = ModelConfig(**json.loads((path / "model.json").read_text()))
     model = build(cfg)
-    model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
+    state = torch.load(path / "model.pt", map_location=device, weights_only=True)
+    if any(k.startswith("backbone.") for k in state):     # a policy with a value head, or a reward model
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    model.load_state_dict(state)
     return model
 
 

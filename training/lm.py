@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from training.hf import load_model
+from training.losses import token_logprobs
 from training.model import Transformer
+from training.tokenizer import Tokenizer
 
 
 class _SentencePiece:
@@ -116,9 +118,9 @@ class LM:
                 for index, seq, n in members:
                     targets = torch.tensor(seq[-n:])
                     positions = torch.arange(len(seq) - 1 - n, len(seq) - 1)
-                    scores = F.log_softmax(self.model.logits(hidden[row, positions]).float(), dim=-1).cpu()  # (n, V)
-                    results[index] = (float(scores.gather(1, targets[:, None]).sum()),
-                                      bool((scores.argmax(-1) == targets).all()))
+                    logits = self.model.logits(hidden[row, positions]).float().cpu()                   # (n, V)
+                    results[index] = (float(token_logprobs(logits, targets).sum()),
+                                      bool((logits.argmax(-1) == targets).all()))
                 if progress is not None:
                     progress(len(members))
         return results
@@ -134,9 +136,7 @@ class LM:
             end = min(done + stride, len(ids))
             start = max(0, end - window - 1)
             seq = torch.tensor(ids[start:end], device=self.device)[None]
-            logprobs = F.log_softmax(self.model(seq[:, :-1]).logits.float(), dim=-1)[0]   # (T, V)
-            targets = seq[0, 1:]
-            nll = -logprobs.gather(1, targets[:, None])[:, 0]                              # (T,)
+            nll = -token_logprobs(self.model(seq[:, :-1]).logits[0], seq[0, 1:])           # (T,)
             new = end - done                                                               # score only new tokens
             total += float(nll[-new:].sum())
             scored += new
@@ -146,26 +146,25 @@ class LM:
 
 def load_lm(spec: str | Path, tokenizer: str | None = None, device: str = "cpu", batch_size: int = 16) -> LM:
     """Our run folder / checkpoint, an HF Llama folder, or a GGUF file, with its tokenizer."""
-    from training.hf import load_model
     path = Path(spec)
     model = load_model(path).to(device).eval()
     if path.suffix == ".gguf":
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy, optional ([hf] extra): only for Hugging Face models
         tok = _HuggingFace(AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name))
     elif (path / "tokenizer.json").is_file() and (path / "config.json").is_file() and \
             not (path / "tokenizer.model").is_file() and tokenizer is None:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy, optional ([hf] extra): only for Hugging Face models
         tok = _HuggingFace(AutoTokenizer.from_pretrained(str(path)))
     else:
-        from training.tokenizer import Tokenizer
-        tok = _SentencePiece(Tokenizer(tokenizer or str(_our_tokenizer(path))))
+        tok = _SentencePiece(Tokenizer(tokenizer or str(find_tokenizer(path))))
     if tok.vocab_size > model.cfg.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size:,} ids, the model {model.cfg.vocab_size:,}")
     return LM(model=model, tokenizer=tok, name=path.name or str(path), batch_size=batch_size)
 
 
-def _our_tokenizer(path: Path) -> Path:
+def find_tokenizer(path: str | Path) -> Path:
     """The tokenizer a training run used: RUN/config.json names its token folder, which keeps one."""
+    path = Path(path)
     for folder in (path, path.parent, path.parent.parent):
         config = folder / "config.json"
         if config.is_file():
@@ -176,14 +175,6 @@ def _our_tokenizer(path: Path) -> Path:
         if (folder / "tokenizer.model").is_file():
             return folder
     raise FileNotFoundError(f"{path}: cannot find its tokenizer; pass --tokenizer DIR")
-
-
-def copy_tokenizer(tokenizer_dir: str | Path, run_dir: str | Path) -> None:
-    """A copy of the tokenizer beside a run's checkpoints, so eval / generate / chat find it."""
-    import shutil
-    for name in ("tokenizer.model", "tokenizer.json"):
-        if (Path(tokenizer_dir) / name).is_file():
-            shutil.copy(Path(tokenizer_dir) / name, Path(run_dir) / name)
 
 
 def bits_per_byte(nll: float, nbytes: int) -> float:

@@ -5,11 +5,17 @@ warmup-stable-decay, gradient accumulation, clipping, bf16 autocast and `torch.c
 started by torchrun (NCCL on GPUs, gloo on CPU), checkpoints that restore model, optimiser, schedule, data
 position and RNG exactly, a JSONL log, a progress bar with loss, tokens/s and MFU, and a loss-curve plot.
 
-- `batches.batch(step, index)` returns a dict of numpy arrays or tensors for micro-batch `index` of `step`
-  (a pure function of both: that is what makes resumption and DDP exact; training/data.py).
+- `batches.batch(step, index, per_step)` returns a dict of numpy arrays or tensors for micro-batch `index` of
+  `step`, `per_step` (= grad_accum × processes) micro-batches making one step: a pure function of where training
+  is, which is what makes resumption and DDP exact (training/data.py, training/post/batches.py; PPO's rollouts
+  are a function of the step and the policy's weights there, training/post/ppo.py).
 - `objective(model, batch)` returns (loss, metrics): a scalar tensor to minimise and a dict of scalar tensors
   (or an `expert_load` (layers, E) tensor) to log.
-- `evaluate(model)` (optional) returns a dict of numbers, logged with `"eval": true`.
+- `evaluate(model)` (optional) returns a dict of numbers, logged with `"eval": true` every `run.eval_every` steps,
+  at the end, and before the first step with `run.eval_at_start`. A result with a `"stop"` reason ends the run
+  there, keeping the last checkpoint as the result (PPO's KL bound).
+- `after(model)` (optional) returns what to add to the summary (post-training's "after" measurements), before
+  RUN/summary.json and RUN/loss.png are written, once.
 """
 from __future__ import annotations
 
@@ -24,8 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.distributed as td
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.model import collapsed_experts
 
 log = logging.getLogger("refinery.train")
 
@@ -62,6 +73,7 @@ class RunConfig:
     grad_accum: int = 1             # micro-batches per optimiser step
     log_every: int = 10
     eval_every: int = 100           # 0 = only at the end
+    eval_at_start: bool = False     # also evaluate before the first step (post-training's "before")
     checkpoint_every: int = 100     # 0 = only at the end
     keep_checkpoints: int = 2
     seed: int = 0
@@ -149,7 +161,6 @@ def setup_distributed(device_kind: str) -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Distributed()
-    import torch.distributed as dist
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
@@ -193,7 +204,6 @@ class _Meter:
         for key, total in sorted(self.sums.items()):
             mean = total / max(1, self.count)
             if dist.world > 1:
-                import torch.distributed as td
                 mean = mean.clone()
                 td.all_reduce(mean)
                 mean /= dist.world
@@ -224,14 +234,17 @@ def torch_threads(n: int):
 
 
 def train(model, batches, objective, optim: OptimConfig, run: RunConfig, evaluate=None, config: dict | None = None,
-          resume: bool = False, flops_per_token: float | None = None) -> dict:
-    """Train `model` for run.steps optimiser steps; returns the summary also written to RUN/summary.json."""
+          resume: bool = False, flops_per_token: float | None = None, after=None,
+          baselines: dict[str, float] | None = None) -> dict:
+    """Train `model` for run.steps optimiser steps; returns the summary also written to RUN/summary.json.
+    `baselines`: named bits-per-byte lines for the loss plot (pretraining's unigram)."""
     with torch_threads(run.threads):
-        return _train(model, batches, objective, optim, run, evaluate, config, resume, flops_per_token)
+        return _train(model, batches, objective, optim, run, evaluate, config, resume, flops_per_token, after,
+                      baselines)
 
 
 def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evaluate, config, resume: bool,
-           flops_per_token: float | None) -> dict:
+           flops_per_token: float | None, after, baselines) -> dict:
     kind = run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dist = setup_distributed(kind)
     device = pick_device(run, dist.local_rank)
@@ -263,7 +276,6 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
 
     net = model
     if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if run.compile == "true" or (run.compile == "auto" and device.type == "cuda"):
         net = torch.compile(net)
@@ -276,7 +288,6 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
     params = [p for p in model.parameters() if p.requires_grad]
     bar = None
     if run.progress and dist.main:
-        from tqdm import tqdm
         bar = tqdm(total=run.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     window_start, window_tokens = time.perf_counter(), 0
 
@@ -291,24 +302,42 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
                             {"step": step, "tokens": tokens, "elapsed_s": round(elapsed, 3),
                              "data_position": {"step": step}}, keep=run.keep_checkpoints)
 
-    def run_eval():
+    def run_eval() -> str | None:
+        """Evaluate and log; the reason to stop, if the evaluation gives one."""
         nonlocal last_eval
-        if evaluate is None or not dist.main:
-            return
-        model.eval()
-        with torch.no_grad(), autocast:
-            result = evaluate(model)
-        model.train()
-        last_eval = {"step": step, "tokens": tokens, "eval": True, **result}
-        write_log(last_eval)
-        if bar is not None:
-            bar.write("[eval] step {:,}: ".format(step) + ", ".join(
-                f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
+        if evaluate is None:
+            return None
+        stop = None
+        if dist.main:
+            model.eval()
+            with torch.no_grad(), autocast:
+                result = evaluate(model)
+            model.train()
+            stop = result.pop("stop", None)
+            record = {"step": step, "tokens": tokens, "eval": True, **result}
+            write_log(record)
+            if stop is None:
+                last_eval = record
+            line = "[eval] step {:,}: ".format(step) + ", ".join(
+                f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float))
+            if bar is not None:
+                bar.write(line)
+            elif run.progress:
+                print(line, flush=True)
+        if dist.world > 1:          # every process stops together
+            flag = [stop]
+            td.broadcast_object_list(flag, src=0)
+            stop = flag[0]
+        return stop
 
     model.train()
     started = time.perf_counter()
-    stopped_early = False
-    while step < run.steps:
+    stopped_early, stopped = False, None
+    if run.eval_at_start and found is None:
+        stopped = run_eval()
+        if stopped is None and run.checkpoint_every:
+            checkpoint()                     # the starting weights: what a stop at the first evaluation keeps
+    while step < run.steps and stopped is None:
         if run.stop_at_step and step >= run.stop_at_step:
             stopped_early = True
             break
@@ -317,7 +346,8 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
             group["lr"] = lr
         step_tokens = 0
         for micro in range(run.grad_accum):
-            batch = _to_device(batches.batch(step, micro * dist.world + dist.rank), device)
+            batch = _to_device(batches.batch(step, micro * dist.world + dist.rank, run.grad_accum * dist.world),
+                               device)
             sync = micro == run.grad_accum - 1 or dist.world == 1
             with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
                 loss, metrics = objective(net, batch)
@@ -343,7 +373,6 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
                 record["mfu"] = round(flops_per_token * tokens_per_s / (peak * dist.world), 4)
             load = means.get("expert_load")
             if load is not None:
-                from training.model import collapsed_experts
                 collapsed = collapsed_experts(torch.tensor(load))
                 if collapsed:
                     record["collapsed_experts"] = collapsed
@@ -361,26 +390,31 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
             bar.update(1)
         paused = time.perf_counter()             # evaluation and checkpoints do not count against tokens/s
         if run.eval_every and step % run.eval_every == 0 and step < run.steps:
-            run_eval()
-        if run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
+            stopped = run_eval()
+        if stopped is None and run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
             checkpoint()
         window_start += time.perf_counter() - paused
     if bar is not None:
         bar.close()
-    if not stopped_early:
-        run_eval()
-    checkpoint()
+    if not stopped_early and stopped is None:
+        stopped = run_eval()
+    if stopped is None:
+        checkpoint()
+    elif dist.main:
+        print(f"[train] stopped at step {step:,}: {stopped}; the result is the last checkpoint "
+              f"({latest_checkpoint(out_dir) or 'none'})", flush=True)
     if dist.main:
         summary = {"steps": step, "tokens": tokens, "wall_s": round(time.perf_counter() - started, 1),
-                   "train_s": round(elapsed, 1), "stopped_early": stopped_early,
+                   "train_s": round(elapsed, 1), "stopped_early": stopped_early, "stopped": stopped,
                    "final_eval": last_eval, "params": sum(p.numel() for p in model.parameters())}
+        if after is not None:
+            summary.update(after(model))
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         try:
-            plot_loss(log_path, out_dir / "loss.png")
+            plot_loss(log_path, out_dir / "loss.png", baselines)
         except Exception as e:       # a plot must not fail a finished run
             log.warning("loss plot not written: %s", e)
     if dist.world > 1:
-        import torch.distributed as td
         td.barrier()
     return summary
 
@@ -395,11 +429,21 @@ def read_log(path: Path) -> tuple[list[dict], list[dict]]:
     return train_rows, eval_rows
 
 
+def eval_ends(run_dir: str | Path) -> tuple[dict, dict]:
+    """(the evaluation before the first step, the last evaluation) of a run's log; {} for one it does not have
+    (no `run.eval_at_start`, no evaluation at all)."""
+    path = Path(run_dir) / "log.jsonl"
+    _, evals = read_log(path) if path.is_file() else ([], [])
+    if not evals:
+        return {}, {}
+    return (evals[0] if evals[0]["step"] == 0 else {}), evals[-1]
+
+
 def plot_loss(log_path: Path, png: Path, baselines: dict[str, float] | None = None) -> Path:
     """Training loss and held-out bits-per-byte against tokens."""
-    import matplotlib
+    import matplotlib  # heavy: only when a plot is drawn
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when a plot is drawn
     train_rows, eval_rows = read_log(log_path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot([r["tokens"] for r in train_rows], [r["loss"] for r in train_rows], lw=1)

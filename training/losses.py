@@ -1,5 +1,5 @@
 """Objectives as pure functions of tensors, each citing where it comes from; the loop calls them through
-small objective callables (training/pretrain.py and, later, post-training)."""
+small objective callables (training/pretrain.py, training/post/)."""
 from __future__ import annotations
 
 import torch
@@ -26,15 +26,21 @@ def moe_loss(balance: torch.Tensor | None, z: torch.Tensor | None, balance_coef:
 # ---- post-training objectives (SFT, reward model, DPO, PPO): pure functions of tensors
 
 
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+    """log p(label) at each position, 0 where the label is `ignore_index`: logits (..., V) predict labels (...)
+    (already shifted), in float32 whatever the autocast dtype. The one log-prob helper of DPO, PPO and eval."""
+    mask = labels != ignore_index
+    safe = labels.masked_fill(~mask, 0)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe[..., None])[..., 0]      # (...)
+    return logp * mask
+
+
 def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE,
                       average: bool = False) -> torch.Tensor:
     """Σ (or mean, `average`) of log p(label) over positions whose label is not `ignore_index`; logits (B, T, V)
     predict labels (B, T) (already shifted). Returns (B,)."""
-    mask = labels != ignore_index
-    safe = labels.masked_fill(~mask, 0)
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe[..., None])[..., 0]      # (B, T)
-    total = (logp * mask).sum(-1)
-    return total / mask.sum(-1).clamp(min=1) if average else total
+    total = token_logprobs(logits, labels, ignore_index).sum(-1)
+    return total / (labels != ignore_index).sum(-1).clamp(min=1) if average else total
 
 
 def reward_loss(chosen: torch.Tensor, rejected: torch.Tensor, center_coef: float = 0.0) -> torch.Tensor:

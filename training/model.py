@@ -309,13 +309,3 @@ def collapsed_experts(load: torch.Tensor, min_load: float = 0.1) -> list[tuple[i
     """(layer, expert, load) for every expert whose load (× uniform) is below `min_load`: routing collapse."""
     layers, experts = torch.where(load < min_load)
     return [(int(i), int(e), float(load[i, e])) for i, e in zip(layers, experts)]
-
-
-
-
-def build(cfg: ModelConfig) -> nn.Module:
-    """The model `cfg.arch` names."""
-    if cfg.arch == "lstm":
-        from training.lstm import LSTMLanguageModel
-        return LSTMLanguageModel(cfg)
-    return Transformer(cfg)

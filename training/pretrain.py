@@ -4,7 +4,7 @@
 refinery train --config configs/train-sample.yaml                     # out/train: log, checkpoints, loss.png
 refinery train --config configs/train-sample.yaml --set run.steps=50 --set model.n_experts=4
 refinery train --resume out/train                                     # after a crash or preemption
-torchrun --nproc_per_node 2 -m pipeline.cli train --config ...         # DDP (gloo on CPU, NCCL on GPUs)
+torchrun --nproc_per_node 2 -m pipeline.app.cli train --config ...         # DDP (gloo on CPU, NCCL on GPUs)
 ```
 The config has four sections, `model` (training/model.py), `data` (training/data.py), `optim` and `run`
 (training/loop.py); `--set section.key=value` overrides any key. The model's vocabulary comes from the
@@ -19,27 +19,29 @@ from pathlib import Path
 
 import torch
 
+from training.architectures import build
 from training.config import ConfigError, apply_overrides, from_dict, read_yaml
 from training.data import DataConfig, PretrainBatches
-from training.evaluate import unigram_loss, windows_loss
-from training.losses import moe_loss, next_token_loss
+from training.heldout import unigram_loss, windows_loss
+from training.hf import load_model
 from training.loop import OptimConfig, RunConfig, decay_start, train
-from training.model import ModelConfig, Transformer, build
+from training.losses import moe_loss, next_token_loss
+from training.model import ModelConfig, Transformer
+from training.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(vocab_size=0))
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(vocab_size=0))   # 0: the tokenizer's
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
 def load_train_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> TrainConfig:
-    """A TrainConfig from YAML (or `base`, a saved config.json) with `--set` overrides applied."""
-    data = dict(base or {})
-    if path is not None:
-        data = read_yaml(path)
+    """A TrainConfig from YAML (or `base`, a saved config.json) with `--set` overrides applied; a model section
+    without vocab_size takes the tokenizer's (0), not ModelConfig's default."""
+    data = read_yaml(path) if path is not None else dict(base or {})
     data = apply_overrides(data, list(overrides))
     data.setdefault("model", {}).setdefault("vocab_size", 0)
     return from_dict(TrainConfig, data, where=str(path or "config"))
@@ -59,7 +61,6 @@ def pretrain_objective(cfg: ModelConfig):
 
 
 def _tokenizer(tokens_dir: str):
-    from training.tokenizer import Tokenizer
     here = Path(tokens_dir) / "tokenizer"
     if (here / "tokenizer.model").is_file():
         return Tokenizer(str(here))
@@ -72,7 +73,6 @@ def _tokenizer(tokens_dir: str):
 def build_model(cfg: TrainConfig) -> Transformer:
     """A fresh model, or the weights of run.init_from with the context extended to data.seq_len."""
     if cfg.run.init_from:
-        from training.hf import load_model
         model = load_model(cfg.run.init_from)
         if model.cfg.vocab_size != cfg.model.vocab_size:
             raise ConfigError(f"run.init_from has a vocabulary of {model.cfg.vocab_size:,}, the tokens "
@@ -117,13 +117,8 @@ def pretrain(cfg: TrainConfig, resume: bool = False) -> dict:
     config = {"model": asdict(cfg.model), "data": asdict(cfg.data), "optim": asdict(cfg.optim),
               "run": asdict(cfg.run)}
     summary = train(model, batches, pretrain_objective(cfg.model), cfg.optim, cfg.run, evaluate=evaluate,
-                    config=config, resume=resume, flops_per_token=model.flops_per_token(cfg.data.seq_len))
-    if summary:
-        summary["unigram_bpb"] = baseline["bpb"] if baseline else None
-        summary["non_embedding_params"] = model.num_params(embedding=False)
-        out = Path(cfg.run.out_dir)
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        if baseline:
-            from training.loop import plot_loss
-            plot_loss(out / "log.jsonl", out / "loss.png", {"unigram": baseline["bpb"]})
+                    config=config, resume=resume, flops_per_token=model.flops_per_token(cfg.data.seq_len),
+                    after=lambda m: {"unigram_bpb": baseline["bpb"] if baseline else None,
+                                     "non_embedding_params": m.num_params(embedding=False)},
+                    baselines={"unigram": baseline["bpb"]} if baseline else None)
     return summary

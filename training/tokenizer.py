@@ -21,6 +21,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow.dataset as pads
+import sentencepiece as spm
+
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|sep|>")
 MODEL_FILE, CONFIG_FILE = "tokenizer.model", "tokenizer.json"
 
@@ -40,7 +44,6 @@ class TokenizerConfig:
 
 def read_documents(inputs: list[str]):
     """Texts of curated datasets: folders or files of Parquet with a `text` column."""
-    import pyarrow.dataset as pads
     for spec in inputs:
         path = Path(spec)
         if not path.exists():
@@ -51,7 +54,6 @@ def read_documents(inputs: list[str]):
 
 def train_tokenizer(inputs: list[str], output_dir: str, cfg: TokenizerConfig = TokenizerConfig(), log=print) -> dict:
     """Train on a sample of the documents of `inputs`; write tokenizer.model and tokenizer.json."""
-    import sentencepiece as spm
     started = time.monotonic()
     documents = list(read_documents(inputs))
     random.Random(cfg.seed).shuffle(documents)
@@ -90,7 +92,6 @@ class Tokenizer:
     """Encode and decode with a trained model; the special and role token ids; pair encoding."""
 
     def __init__(self, directory: str):
-        import sentencepiece as spm
         path = Path(directory) / MODEL_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer at {directory} (expected {MODEL_FILE}; "
@@ -116,7 +117,6 @@ class Tokenizer:
     def token_bytes(self):
         """UTF-8 bytes each id decodes to (numpy int64, vocab_size): byte pieces 1, control tokens 0. Because
         decoding is lossless, summing it over a token sequence gives the byte length of its text."""
-        import numpy as np
         sizes = np.zeros(self.vocab_size, dtype=np.int64)
         for i in range(self.vocab_size):
             if self.sp.is_control(i) or self.sp.is_unknown(i):

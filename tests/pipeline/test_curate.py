@@ -5,7 +5,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 
 
 def identity_holds(stats: dict) -> bool:
@@ -275,7 +275,7 @@ def test_a_stage_runs_only_when_listed(monkeypatch, data, tmp_path):
 
     from pipeline import curate as curate_module
     from pipeline.config import load_config
-    from pipeline.run import curate_config
+    from pipeline.app.run import curate_config
     from pipeline.stage import ApplyFilter
 
     class Never(str, enum.Enum):

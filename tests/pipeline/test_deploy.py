@@ -24,9 +24,10 @@ from apache_beam.transforms import environments
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from pipeline.config import load_config, to_dict
-from pipeline.curate import build, runner_options
+from pipeline.curate import build
+from pipeline.runner import runner_options
 from pipeline.shared_data import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -307,14 +308,15 @@ sys.path.insert(0, {repo!r})
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.runner import create_runner
-from pipeline.cli import build_parser
-from pipeline.curate import runner_options
+from pipeline.app.cli import verb_parser
+from pipeline.runner import runner_options
 logging.basicConfig(level=logging.WARNING)
-args, beam_args = build_parser().parse_known_args(sys.argv[1:])
+command = sys.argv[1]
+args, beam_args = verb_parser(command)[1].parse_known_args(sys.argv[2:])
 options = runner_options(beam_args + ["--dry_run=True"])                # no GCS look-up in validation
 everything = options.get_all_options(retain_unknown_options=False)     # logs any flag Beam does not know
 errors = PipelineOptionsValidator(options, create_runner(everything["runner"])).validate()
-print(json.dumps({{"command": args.command, "input": args.input, "output": args.output, "errors": errors,
+print(json.dumps({{"command": command, "input": args.input, "output": args.output, "errors": errors,
                   "options": {{k: v for k, v in everything.items() if v is not None}}}}, default=str))
 """
 
@@ -385,7 +387,7 @@ def test_kubernetes_job_runs_torchrun_on_gpus_with_the_volume():
     assert job["completionMode"] == "Indexed" and job["completions"] == job["parallelism"] == int(env["NNODES"])
     assert container["resources"]["limits"]["nvidia.com/gpu"] == int(env["GPUS_PER_NODE"]) > 0
     command = " ".join(container["command"] + container["args"])
-    assert "torchrun" in command and "-m pipeline.cli train --config configs/" in command
+    assert "torchrun" in command and "-m pipeline.app.cli train --config configs/" in command
     host = re.search(r"--rdzv_endpoint=([\w.-]+):\d+", command).group(1)
     assert host == f"{docs['Job']['metadata']['name']}-0.{docs['Service']['metadata']['name']}"
     assert pod["subdomain"] == docs["Service"]["metadata"]["name"]
@@ -403,4 +405,4 @@ def test_slurm_script_takes_master_addr_from_scontrol_and_runs_torchrun_per_node
     assert re.search(r"^#SBATCH --ntasks-per-node=1$", text, re.M) and re.search(r"^#SBATCH --gpus-per-node=\d+$", text, re.M)
     assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in text
     assert re.search(r"^srun .* -m torch\.distributed\.run \\$", text, re.M)
-    assert '-m pipeline.cli train "$@"' in text
+    assert '-m pipeline.app.cli train "$@"' in text

@@ -113,12 +113,12 @@ def test_domain_classifier_trains_on_url_labelled_documents(docs, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.cli import main
+    from pipeline.app.cli import main
     from pipeline.mix import classify_domain
-    from pipeline.quality import load_model
+    from pipeline.quality import load_classifier
     pq.write_table(pa.Table.from_pylist([{"url": d["url"], "text": d["text"]} for d in docs]), tmp_path / "d.parquet")
     model = str(tmp_path / "domain.bin")
     assert main(["domains", "train", "--input", str(tmp_path / "d.parquet"), "--output", model]) == 0
-    labels = {classify_domain(load_model(model), d["text"], 0.0) for d in docs[:50]}
+    labels = {classify_domain(load_classifier(model), d["text"], 0.0) for d in docs[:50]}
     assert labels <= set(URLS) and labels
     assert main(["domains", "train", "--input", str(tmp_path / "none"), "--output", model]) == 2

@@ -6,7 +6,7 @@ import pyarrow.dataset as pads
 import pytest
 import yaml
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 
 
 @pytest.fixture

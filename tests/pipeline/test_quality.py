@@ -9,7 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
 from filters.quality import QualityConfig
 from pipeline import quality
-from pipeline.cli import main
+from pipeline.app.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_quality_stage_keeps_the_top_fraction(model, data, tmp_path):
     assert len(out) == len(docs) and {d["reason"] for d in dropped} == {"quality_below_top_fraction"}
     assert abs(len(kept) / len(records) - 0.5) < 0.03
     assert all(d["trace"][-1][0] == "quality" for d in kept + dropped)
-    fasttext_model = quality.load_model(model)
+    fasttext_model = quality.load_classifier(model)
     scores = {d["id"]: quality.quality_score(fasttext_model, d["text"]) for d in docs if d["kind"] == "doc"}
     cutoff = min(d["quality_score"] for d in kept)
     assert all(scores[d["id"]] < cutoff + 1e-6 for d in dropped)      # nothing dropped scored above a kept one

@@ -7,9 +7,9 @@ from html import unescape
 
 import pytest
 
-from pipeline.ablate import verdict
-from pipeline.cli import main
-from pipeline.report import funnel_rows, write_run_report
+from pipeline.app.ablate import verdict
+from pipeline.app.cli import main
+from pipeline.app.report import funnel_rows, write_run_report
 
 TINY = ["--set", "model.dim=64", "--set", "model.n_layers=2", "--set", "model.n_heads=4", "--set", "model.n_kv_heads=2",
         "--set", "data.seq_len=128", "--set", "model.max_seq_len=128", "--set", "run.batch_size=8",

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +46,7 @@ def scrambled_pairs(data, tmp_path_factory):
     import json
     import random
 
-    from training.reward import HH_RLHF
+    from pipeline.app.common import HH_RLHF
     rng = random.Random(0)
     rows = []
     with gzip.open(data / HH_RLHF[1], "rt", encoding="utf-8") as fh:

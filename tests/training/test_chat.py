@@ -1,9 +1,9 @@
 """Chat: our role-token prompt, the terminal loop, and (in test_hf.py) an imported model's own template."""
 import io
 
-from pipeline.cli import main
-from training.chat import chat_prompt, reply_text, stop_ids
-from training.sft import encode_conversation
+from pipeline.app.cli import main
+from training.post.chat import chat_prompt, reply_text, stop_ids
+from training.post.conversation import encode_conversation
 from training.tokenizer import Tokenizer
 
 

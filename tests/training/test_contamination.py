@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from training.contamination import OrderTestConfig, order_test, read_examples
+from pipeline.app.cli import main
+from training.eval.contamination import OrderTestConfig, order_test, read_examples
 from training.shards import shard_bytes
 from training.tokenizer import Tokenizer
 

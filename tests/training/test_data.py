@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.data import DataConfig, DomainStream, PretrainBatches, TokenData
-from training.evaluate import unigram_loss
+from training.heldout import unigram_loss
 from training.shards import open_tokens
 from training.tokenizer import Tokenizer
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from pipeline.cli import main
-from training.dpo import encode_reply
+from pipeline.app.cli import main
+from training.post.conversation import encode_reply
 from training.losses import IGNORE
 from training.tokenizer import Tokenizer
 
@@ -32,7 +32,9 @@ def _dpo(base, pairs, out, *extra):
                  "--set", "optim.lr=1e-3", "--set", "lengths.prompts=4", "--set", "lengths.max_new_tokens=24",
                  *extra]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    first = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["eval"] and rows[0]["step"] == 0                     # measured before the first step
+    first = next(r for r in rows if not r.get("eval"))
     return summary, first
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.cli import main
-from training.evaluate import score_task
+from pipeline.app.cli import main
+from training.eval.evaluate import score_task
 from training.lm import LM, _SentencePiece
 from training.model import ModelConfig, Transformer
-from training.tasks import TASKS, load_task
+from training.eval.tasks import TASKS, load_task
 from training.tokenizer import Tokenizer
 
 

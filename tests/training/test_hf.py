@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from training.hf import FormatError, config_from_hf, load_gguf, load_hf, load_model, save_hf, smollm2_gguf
 from training.model import ModelConfig, Transformer
 
@@ -77,7 +77,7 @@ def test_export_command_from_a_checkpoint(tmp_path, capsys):
     from training.checkpoint import save_checkpoint
     model = Transformer(ModelConfig(vocab_size=300, dim=32, n_layers=1, n_heads=4, n_kv_heads=4, max_seq_len=16))
     save_checkpoint(tmp_path / "run", model, None, {"step": 1, "tokens": 0})
-    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--output", str(tmp_path / "hf")]) == 0
+    assert main(["export", "--model", str(tmp_path / "run"), "--output", str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf/model.safetensors").is_file() and (tmp_path / "hf/config.json").is_file()
     assert main(["export", "--checkpoint", str(tmp_path / "nothing"), "--output", str(tmp_path / "x")]) == 2
     assert "not a checkpoint" in capsys.readouterr().err
@@ -100,9 +100,9 @@ def test_what_cannot_be_converted_says_why(tmp_path):
 def test_smollm2_evaluates_like_a_language_model(smollm2_path, smollm2_ours, data):
     """Our evaluation on the imported model with its own (GGUF) tokenizer: well above chance on ARC-Easy and a
     wikitext bits-per-byte in the range of a real 135 M-parameter model (docs/eval.md has the full run)."""
-    from training.evaluate import score_task, text_bpb
+    from training.eval.evaluate import score_task, text_bpb
     from training.lm import LM, _HuggingFace
-    from training.tasks import load_task
+    from training.eval.tasks import load_task
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
     lm = LM(model=smollm2_ours, tokenizer=_HuggingFace(tokenizer), name="smollm2", batch_size=8)
     arc = score_task(lm, load_task("arc_easy", data, limit=40))
@@ -116,8 +116,8 @@ def test_self_instruct_with_smollm2_accounts_for_every_candidate(smollm2_path, s
     """Synthetic SFT data from the real instruct model: every candidate has an outcome, what is kept passes the
     filters, and refinery sft reads it."""
     from training.lm import LM, _HuggingFace
-    from training.selfinstruct import SelfInstructConfig, instruction_problem, read_seed_instructions, self_instruct, words
-    from training.sft import read_conversations
+    from training.post.selfinstruct import SelfInstructConfig, instruction_problem, read_seed_instructions, self_instruct, words
+    from training.post.conversation import read_conversations
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
     lm = LM(model=smollm2_ours, tokenizer=_HuggingFace(tokenizer), name="smollm2")
     seeds = read_seed_instructions(data / "sft/self_instruct_seed_tasks.jsonl")
@@ -132,7 +132,7 @@ def test_self_instruct_with_smollm2_accounts_for_every_candidate(smollm2_path, s
 
 
 def test_smollm2_chats_through_its_own_template(smollm2_path, smollm2_ours):
-    from training.chat import chat_prompt, reply
+    from training.post.chat import chat_prompt, reply
     from training.lm import _HuggingFace
     tokenizer = _HuggingFace(transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent),
                                                                         gguf_file=smollm2_path.name))

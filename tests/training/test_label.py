@@ -12,10 +12,10 @@ from urllib.parse import quote
 
 import pytest
 
-from pipeline.cli import main
-from training.label import (Item, JudgementLog, cohen_kappa, create_app, item_id, judgement_row, left_response,
+from pipeline.app.cli import main
+from training.post.label import (Item, JudgementLog, cohen_kappa, create_app, item_id, judgement_row, left_response,
                             position_bias, read_items)
-from training.reward import parse_dialogue, read_pairs
+from training.post.conversation import parse_dialogue, read_pairs
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -300,7 +300,8 @@ def test_a_real_model_answers_each_prompt_twice(data, tmp_path):
     import pyarrow.parquet as pq
 
     from training.checkpoint import save_checkpoint
-    from training.model import ModelConfig, build
+    from training.architectures import build
+    from training.model import ModelConfig
     from training.tokenizer import ROLE_TOKENS, Tokenizer, TokenizerConfig, train_tokenizer
     alpaca = json.loads((data / "sft/alpaca_data_1k.json").read_text())
     pq.write_table(pa.table({"text": [r["output"] for r in alpaca]}), tmp_path / "text.parquet")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from training.loop import OptimConfig, lr_at, decay_start
 from training.loop import read_log
 from training.pretrain import load_train_config, pretrain
@@ -77,7 +77,7 @@ def test_killed_run_resumes_with_the_same_losses(sample_tokens, tmp_path):
     assert main(["train", *tiny(sample_tokens, whole), *common]) == 0
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", *tiny(sample_tokens, killed), *common],
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "train", *tiny(sample_tokens, killed), *common],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "latest").exists():
@@ -125,7 +125,7 @@ def test_two_gloo_processes_equal_one_process_with_twice_the_accumulation(sample
     two = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "pipeline.cli", "train", *tiny(sample_tokens, two), *common],
+                             "-m", "pipeline.app.cli", "train", *tiny(sample_tokens, two), *common],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     a = torch.load(one / "checkpoints/step-000004/model.pt", weights_only=True)

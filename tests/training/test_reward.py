@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from training.reward import HH_RLHF, parse_dialogue, read_pairs, wilson_interval
+from pipeline.app.common import HH_RLHF
+from training.post.conversation import parse_dialogue, read_pairs
+from training.post.reward import wilson_interval
 
 
 def test_hh_rlhf_reads_as_alternating_turns(data):
@@ -34,7 +36,7 @@ def test_reward_model_learns_to_prefer_real_replies_over_scrambled_ones(reward_r
 def test_reward_model_loads_for_scoring(reward_run, small_base):
     import torch
 
-    from training.reward import load_reward_model
+    from training.post.reward import load_reward_model
     model = load_reward_model(reward_run)
     assert float(model.head.weight.detach().abs().sum()) > 0                     # the trained head, not the zero init
     assert model(torch.tensor([[3, 5, 6]]), torch.tensor([3])).shape == (1,)

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from training.scaling import CHINCHILLA, ScalingFit, best_mixture, extrapolate_lr, fit_mixing_law, \
+from pipeline.app.cli import main
+from training.eval.scaling import CHINCHILLA, ScalingFit, best_mixture, extrapolate_lr, fit_mixing_law, \
     fit_scaling_law, training_cost
 
 

@@ -1,7 +1,7 @@
 """Self-Instruct's filters on real seed tasks: ROUGE-L, near-duplicates, blocked keywords, length, replies."""
 import pytest
 
-from training.selfinstruct import instruction_problem, read_seed_instructions, reply_problem, request, rouge_l, words
+from training.post.selfinstruct import instruction_problem, read_seed_instructions, reply_problem, request, rouge_l, words
 
 
 def test_rouge_l_by_hand():

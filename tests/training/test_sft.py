@@ -3,9 +3,10 @@ import json
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from training.losses import IGNORE
-from training.sft import collate, encode_conversation, read_conversations
+from training.post.conversation import encode_conversation, read_conversations
+from training.post.sft import collate
 from training.tokenizer import Tokenizer
 
 
@@ -42,7 +43,7 @@ def test_every_data_shape_reads(data, tmp_path):
     assert [len(c) for c in read_conversations(chats)] == [2, 2]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "?"}) + "\n")
-    with pytest.raises(ValueError, match="row 0: expected messages"):
+    with pytest.raises(ValueError, match="bad.jsonl, line 1: expected messages"):
         read_conversations(bad)
 
 
@@ -60,7 +61,7 @@ def test_sft_lowers_the_held_out_answer_loss(small_base, data, tmp_path, capsys)
 
 
 def test_packing_keeps_every_conversation_and_its_labels(tokenizer, data):
-    from training.sft import pack
+    from training.post.sft import pack
     conversations = read_conversations(data / "sft/alpaca_data_1k.json")[:200]
     examples = [e for e in (encode_conversation(tokenizer, c, 128) for c in conversations) if e is not None]
     rows = pack(examples, 128)

@@ -7,7 +7,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from training.shards import HEADER_BYTES, ShardError, open_tokens, read_header
 from training.tokenizer import Tokenizer
 

@@ -2,7 +2,7 @@
 import pyarrow.dataset as pads
 import pytest
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from training.tokenizer import ROLE_TOKENS, Tokenizer
 
 
@@ -61,6 +61,14 @@ def test_missing_inputs_are_clear_errors(tmp_path, capsys):
     assert "no dataset" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="refinery tokenizer train"):
         Tokenizer(str(tmp_path))
+
+
+def test_the_dataset_folder_or_its_data_give_the_same_tokenizer(tokenizer, sample_run, tmp_path):
+    """Like every verb that reads a curated dataset, `tokenizer train` takes the folder (or its data/)."""
+    _, dataset = sample_run
+    assert main(["tokenizer", "train", "--input", str(dataset), "--vocab-size", "8000", "--output",
+                 str(tmp_path / "tok")]) == 0
+    assert Tokenizer(str(tmp_path / "tok")).sha256 == tokenizer.sha256
 
 
 def test_the_same_text_gives_the_same_tokenizer_bytes_anywhere(tokenizer, curated, tmp_path):

@@ -20,28 +20,53 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.app.common import BEAM_EPILOG
+from pipeline.app.options import add_options, from_args, option
+from pipeline.app.report import write_ablation_report
+from pipeline.app.run import (
+    Recorder,
+    RunOptions,
+    command_line,
+    curate_config,
+    curate_stage,
+    eval_stage,
+    machine,
+    resolve_inputs,
+    tokenize_stage,
+    tokenizer_stage,
+    train_config,
+    train_sets,
+    train_stage,
+)
 from pipeline.dataset import write_atomic
-from pipeline.run import (Recorder, _cmd, curate_config, curate_stage, eval_stage, machine, resolve_inputs,
-                          RunOptions, tokenize_stage, tokenizer_stage, train_config, train_sets, train_stage)
 
 
 @dataclass(frozen=True)
 class AblateOptions:
-    arms: tuple[str, ...]
-    output: str = "out/ablate"
-    tokens: int = 500_000                 # training tokens per model: 0.5 M, ~2.5 min per model on 2 cores
-    seeds: tuple[int, ...] = (0,)
-    tokenizer: str = ""                   # empty: trained on the first arm's curated text
-    inputs: tuple[str, ...] = ()          # WARC globs; empty: the sample crawl
-    train_config: str = "configs/train-sample.yaml"
-    train_set: tuple[str, ...] = ()
-    vocab_size: int = 8000
-    tasks: tuple[str, ...] = RunOptions.tasks
-    eval_limit: int = 100
-    wikitext_bytes: int = 300_000
-    resume: bool = False
-    progress: bool = True
+    arms: tuple[str, ...] = option((), "config YAML or curated dataset folder (2 or more)", positional="+",
+                                   metavar="ARM")
+    output: str = option("out/ablate", "output folder", metavar="DIR")
+    tokens: int = option(500_000, "training tokens per model, equal for every arm (~2.5 min per model on 2 cores)",
+                         metavar="N")
+    seeds: tuple[int, ...] = option((0,), "training seeds, e.g. 0,1")
+    tokenizer: str = option("", "shared tokenizer (default: trained on the first arm)", metavar="TOK_DIR")
+    inputs: tuple[str, ...] = option((), "WARC files to curate (default: the sample crawl in the shared data folder)",
+                                     flag="--input", metavar="GLOB[,GLOB]", repeat=True)
+    train_config: str = option("configs/train-sample.yaml", "the model and optimiser", metavar="FILE")
+    train_set: tuple[str, ...] = option((), "override a train config key, e.g. --set model.dim=128; repeatable",
+                                        flag="--set", metavar="KEY=VALUE", repeat=True)
+    vocab_size: int = option(8000, "tokenizer pieces", metavar="N")
+    tasks: tuple[str, ...] = option(("wikitext", "arc_easy", "piqa", "hellaswag"), "evaluation tasks")
+    eval_limit: int = option(100, "items per multiple-choice task", metavar="N")
+    wikitext_bytes: int = option(300_000, "wikitext-2 bits per byte on its first B bytes", metavar="B")
+    resume: bool = option(False, "keep the stages whose outputs in DIR are complete")
+    progress: bool = option(True, "no progress bars")
     beam_args: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in ("tokens", "vocab_size", "eval_limit", "wikitext_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -134,7 +159,6 @@ def mc_note(rows: list[dict], tasks: list[str], arms: list[str]) -> str:
 # ---- the job
 
 def ablate(opts: AblateOptions) -> dict:
-    from pipeline.report import write_ablation_report
     out = Path(opts.output)
     arms = arms_of(opts, out)
     paths = resolve_inputs(RunOptions(inputs=opts.inputs)) if any(a.config is not None for a in arms) else []
@@ -158,17 +182,17 @@ def ablate(opts: AblateOptions) -> dict:
         if arm.config is not None:
             rec.stage(f"curate {arm.name}", lambda arm=arm: curate_stage(paths, arm.dataset, arm.config, beam,
                                                                          opts.resume, opts.progress),
-                      _cmd("refinery", "curate", "--input", ",".join(opts.inputs) or "<sample crawl>", "--output",
+                      command_line("refinery", "curate", "--input", ",".join(opts.inputs) or "<sample crawl>", "--output",
                            arm.dataset, "--config", arm.spec))
     if not opts.tokenizer:
         rec.stage("tokenizer", lambda: tokenizer_stage([_data(arms[0].dataset)], tokenizer_dir, opts.vocab_size,
                                                        opts.resume),
-                  _cmd("refinery", "tokenizer", "train", "--input", _data(arms[0].dataset), "--vocab-size",
+                  command_line("refinery", "tokenizer", "train", "--input", _data(arms[0].dataset), "--vocab-size",
                        opts.vocab_size, "--output", tokenizer_dir))
     for arm in arms:
         rec.stage(f"tokenize {arm.name}", lambda arm=arm: tokenize_stage(arm.dataset, tokenizer_dir,
                                                                          out / arm.name / "tokens", beam, opts.resume),
-                  _cmd("refinery", "tokenize", "--input", arm.dataset, "--tokenizer", tokenizer_dir, "--output",
+                  command_line("refinery", "tokenize", "--input", arm.dataset, "--tokenizer", tokenizer_dir, "--output",
                        out / arm.name / "tokens"))
     rows = []
     for arm in arms:
@@ -179,13 +203,13 @@ def ablate(opts: AblateOptions) -> dict:
                               extra=[f"run.seed={seed}", f"data.seed={seed}"])
             cfg = train_config(opts.train_config, sets)
             trained = rec.stage(f"train {arm.name} seed {seed}", lambda cfg=cfg: train_stage(cfg, opts.resume),
-                                _cmd("refinery", "train", "--config", opts.train_config,
+                                command_line("refinery", "train", "--config", opts.train_config,
                                      *[a for s in sets for a in ("--set", s)]))
             rec.stage(f"eval {arm.name} seed {seed}",
                       lambda run_dir=run_dir: eval_stage(run_dir, tokenizer_dir, run_dir / "eval.json",
                                                          list(opts.tasks), opts.eval_limit, opts.wikitext_bytes,
                                                          opts.resume, opts.progress),
-                      _cmd("refinery", "eval", "--model", run_dir, "--tasks", ",".join(opts.tasks), "--limit",
+                      command_line("refinery", "eval", "--model", run_dir, "--tasks", ",".join(opts.tasks), "--limit",
                            opts.eval_limit, "--text-bytes", opts.wikitext_bytes))
             results = json.loads((run_dir / "eval.json").read_text())
             rows.append({"arm": arm.name, "seed": seed, "documents": _kept(arm.dataset), "unique_tokens": unique,
@@ -230,3 +254,27 @@ def markdown(result: dict, mc: list[str]) -> str:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
+
+
+# ---- the verb
+
+BEAM = True
+
+
+def configure(parser) -> None:
+    parser.description = ("FineWeb-style ablation: each ARM (a curation config, or an already curated dataset folder) "
+                          "is curated, tokenized with one shared tokenizer, used to train the same model with the "
+                          "same seed(s) on the same number of tokens, and evaluated (wikitext-2 bits per byte, "
+                          "multiple choice). Writes DIR/ablation.md, ablation.json, ablation.png and report.html. "
+                          "docs/run.md.")
+    parser.epilog = BEAM_EPILOG
+    add_options(parser, AblateOptions)
+
+
+def main(args, beam_args: list[str]) -> int:
+    opts = from_args(AblateOptions, args, beam_args=tuple(beam_args))
+    result = ablate(opts)
+    print(result["table"])
+    print(f"[ablate] {result['verdict']}")
+    print(f"[ablate] {opts.output}/ablation.md, ablation.json, ablation.png, report.html")
+    return 0

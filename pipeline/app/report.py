@@ -13,7 +13,11 @@ import json
 import re
 from pathlib import Path
 
+import pyarrow.dataset as pads
+import yaml
+
 from pipeline.dataset import write_atomic
+from training.loop import read_log
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -47,7 +51,7 @@ def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset())
 
 def png(fig) -> str:
     """A matplotlib figure as an inline <img> (base64 PNG); closes the figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when a plot is drawn
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
@@ -55,9 +59,9 @@ def png(fig) -> str:
 
 
 def pyplot():
-    import matplotlib
+    import matplotlib  # heavy: only when a plot is drawn
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when a plot is drawn
     return plt
 
 
@@ -140,7 +144,6 @@ def drops_section(stats: dict) -> str:
 # ---- the domain mix
 
 def domain_mix(curated: Path, tokens: dict | None) -> list[list]:
-    import pyarrow.dataset as pads
     columns = ["text", "domain"]
     data = pads.dataset(str(curated / "data"), format="parquet")
     names = set(data.schema.names)
@@ -161,7 +164,6 @@ def domain_mix(curated: Path, tokens: dict | None) -> list[list]:
 # ---- training and evaluation
 
 def loss_chart(log_path: Path, unigram: float | None, wikitext: float | None) -> str:
-    from training.loop import read_log
     plt = pyplot()
     train_rows, eval_rows = read_log(log_path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -202,7 +204,6 @@ EVAL_HEADERS = ["task", "items / bytes", "metric", "value", "chance", "seconds"]
 
 
 def _yaml(data) -> str:
-    import yaml
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
 
 
@@ -268,7 +269,6 @@ def write_run_report(run_dir: str | Path) -> Path:
 
 def ablation_chart(result: dict):
     """Left: wikitext-2 bits per byte per arm (bar: mean, dots: seeds). Right: each run's held-out curve."""
-    from training.loop import read_log
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     names = [a["name"] for a in result["arms"]]

@@ -9,48 +9,75 @@ refinery run --resume --output out/run                  # keep the stages whose 
 Six stages, each the function its own command runs: quality model (`refinery quality train`, reused when the
 file exists), curate, tokenizer train, tokenize, train, eval. Each writes under DIR (`curated/`, `tokenizer/`,
 `tokens/`, `train/`, `eval.json`); `run.json` keeps the timings, the equivalent commands and the machine, and
-`report.html` (pipeline/report.py) is drawn from those files alone. Without `--resume` every stage runs afresh.
+`report.html` (pipeline/app/report.py) is drawn from those files alone. Without `--resume` every stage runs afresh.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import platform
 import shlex
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.dataset import write_atomic
+import apache_beam
+import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from filters.quality import DEFAULT_NEGATIVES, DEFAULT_POSITIVES
+from pipeline import quality
+from pipeline.app.common import BEAM_EPILOG, StageError
+from pipeline.app.options import add_options, from_args, option
+from pipeline.app.report import write_run_report
+from pipeline.commoncrawl import CC_BASE, resolve_crawl
+from pipeline.config import load_config
+from pipeline.curate import curate, expand_inputs
+from pipeline.dataset import write_atomic
+from pipeline.shared_data import shared_data_dir
+from pipeline.tokenize import tokenize
+from training.checkpoint import latest_checkpoint
+from training.eval.evaluate import markdown_table, run_eval
+from training.eval.tasks import load_task
+from training.pretrain import load_train_config, pretrain
+from training.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer, TokenizerConfig, train_tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("quality", "curate", "tokenizer", "tokenize", "train", "eval")
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    config: str = "configs/sample.yaml"
-    output: str = "out/run"
-    inputs: tuple[str, ...] = ()          # WARC globs; empty: the sample crawl in the shared data folder
-    crawl: str = ""                       # or a Common Crawl crawl by name (network)
-    warc_files: int = 1
-    cc_base: str = ""
-    quality_model: str = "out/models/quality.bin"   # trained with `refinery quality train`'s defaults if missing
-    quality: bool = True
-    train_config: str = "configs/train-sample.yaml"
-    train_set: tuple[str, ...] = ()       # `--set` overrides of the train config
-    steps: int = 200                      # 200 x 16 x 256 = 0.8 M tokens: ~4.5 min on 2 CPU cores
-    vocab_size: int = 8000                # BENCHMARKS.md#tokenizer: 8k pieces suit the 9 MB sample
-    tasks: tuple[str, ...] = ("wikitext", "arc_easy", "piqa", "hellaswag")
-    eval_limit: int = 100                 # items per multiple-choice task: ~±0.05 standard error, ~1 min in all
-    wikitext_bytes: int = 300_000         # the first 300 kB of wikitext-2 test (of 1.3 MB)
-    resume: bool = False
-    progress: bool = True
-    beam_args: tuple[str, ...] = ()
+    config: str = option("configs/sample.yaml", "curation config", positional="?", metavar="CONFIG")
+    output: str = option("out/run", "run folder", metavar="DIR")
+    inputs: tuple[str, ...] = option((), "WARC files to curate (default: the sample crawl in the shared data folder)",
+                                     flag="--input", metavar="GLOB[,GLOB]", repeat=True)
+    crawl: str = option("", "curate a Common Crawl crawl instead (network)", metavar="CC-MAIN-YYYY-WW")
+    warc_files: int = option(1, "with --crawl: how many WARC files", metavar="N")
+    cc_base: str = option("", "with --crawl: where Common Crawl is read from", metavar="URL")
+    quality_model: str = option("out/models/quality.bin", "fastText quality model; trained there first if missing",
+                                metavar="MODEL.bin")
+    quality: bool = option(True, "curate without the quality classifier")
+    train_config: str = option("configs/train-sample.yaml", "the model and optimiser", metavar="FILE")
+    train_set: tuple[str, ...] = option((), "override a train config key, e.g. --set model.dim=128; repeatable",
+                                        flag="--set", metavar="KEY=VALUE", repeat=True)
+    steps: int = option(200, "training steps (200 x 16 x 256 = 0.8 M tokens: ~4.5 min on 2 CPU cores)", metavar="N")
+    vocab_size: int = option(8000, "tokenizer pieces (BENCHMARKS.md#tokenizer: 8k suit the 9 MB sample)", metavar="N")
+    tasks: tuple[str, ...] = option(("wikitext", "arc_easy", "piqa", "hellaswag"), "evaluation tasks")
+    eval_limit: int = option(100, "items per multiple-choice task (~±0.05 standard error, ~1 min in all)",
+                             metavar="N")
+    wikitext_bytes: int = option(300_000, "wikitext-2 bits per byte on its first B bytes (of 1.3 MB)", metavar="B")
+    resume: bool = option(False, "keep the stages whose outputs in DIR are complete (default: every stage afresh)")
+    progress: bool = option(True, "no progress bars")
+    beam_args: tuple[str, ...] = ()       # the options `refinery` does not know, handed to Beam
 
-
-class StageError(RuntimeError):
-    """A stage failed; the message names it."""
+    def __post_init__(self):
+        for name in ("warc_files", "steps", "vocab_size", "eval_limit", "wikitext_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
 
 def find_file(path: str) -> Path:
@@ -63,14 +90,11 @@ def find_file(path: str) -> Path:
 
 
 def sample_crawl() -> str:
-    from pipeline.shared_data import shared_data_dir
     return str(shared_data_dir() / "warc" / "sample-crawl" / "*.warc.gz")
 
 
 def resolve_inputs(opts: RunOptions) -> list[str]:
     """The WARC paths the run reads (errors before any work: a missing file, an unknown crawl)."""
-    from pipeline.commoncrawl import CC_BASE, resolve_crawl
-    from pipeline.curate import expand_inputs
     if opts.crawl and opts.inputs:
         raise ValueError("give --input or --crawl, not both")
     if opts.crawl:
@@ -79,7 +103,6 @@ def resolve_inputs(opts: RunOptions) -> list[str]:
 
 
 def curate_config(path: str, quality_model: str = ""):
-    from pipeline.config import load_config
     cfg = load_config(find_file(path))
     if quality_model:
         cfg = dataclasses.replace(cfg, stages=tuple(dict.fromkeys([*cfg.stages, "quality"])),
@@ -95,18 +118,12 @@ def train_sets(train_set, tokens_dir: Path, out_dir: Path, steps: int, progress:
 
 
 def train_config(path: str, sets: list[str]):
-    from training.pretrain import load_train_config
     return load_train_config(find_file(path), sets)
 
 
 def machine() -> dict:
     """What ran it: CPU, cores, memory, GPU, versions, the commit."""
-    import os
-    import platform
-    import subprocess
 
-    import apache_beam
-    import torch
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "apache_beam": apache_beam.__version__,
             "cpu_count": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -143,7 +160,7 @@ def _fresh(*paths: Path) -> None:
             path.unlink()
 
 
-def _cmd(*parts) -> str:
+def command_line(*parts) -> str:
     return " ".join(shlex.quote(str(p)) for p in parts)
 
 
@@ -177,16 +194,14 @@ class Recorder:
 # ---- the stages (each returns (status, summary); status: ran, reused or resumed)
 
 def quality_stage(model_path: str) -> tuple[str, dict]:
-    from pipeline import quality
     if Path(model_path).is_file():
         return "reused", {"model": model_path}
-    result = quality.train(list(quality.DEFAULT_POSITIVES), list(quality.DEFAULT_NEGATIVES), model_path,
-                           quality.TrainConfig())
+    result = quality.train_classifier(list(DEFAULT_POSITIVES), list(DEFAULT_NEGATIVES), model_path,
+                                      quality.ClassifierConfig())
     return "ran", {"model": model_path, "holdout_auc": result.holdout.get("auc")}
 
 
 def curate_stage(paths: list[str], out: Path, cfg, beam_args, resume: bool, progress: bool) -> tuple[str, dict]:
-    from pipeline.curate import curate
     if not resume:
         _fresh(out)
     result = curate(paths, str(out), cfg, list(beam_args), progress=progress)
@@ -198,7 +213,6 @@ def curate_stage(paths: list[str], out: Path, cfg, beam_args, resume: bool, prog
 
 
 def tokenizer_stage(datasets: list[Path], out: Path, vocab_size: int, resume: bool) -> tuple[str, dict]:
-    from training.tokenizer import CONFIG_FILE, MODEL_FILE, TokenizerConfig, train_tokenizer
     if resume and (out / MODEL_FILE).is_file() and (out / CONFIG_FILE).is_file():
         info = json.loads((out / CONFIG_FILE).read_text())
         if info["config"]["vocab_size"] == vocab_size:
@@ -209,8 +223,6 @@ def tokenizer_stage(datasets: list[Path], out: Path, vocab_size: int, resume: bo
 
 
 def tokenize_stage(dataset: Path, tokenizer_dir: Path, out: Path, beam_args, resume: bool) -> tuple[str, dict]:
-    from pipeline.tokenize import tokenize
-    from training.tokenizer import Tokenizer
     summary = out / "tokens.json"
     if resume and summary.is_file():
         done = json.loads(summary.read_text())
@@ -222,8 +234,6 @@ def tokenize_stage(dataset: Path, tokenizer_dir: Path, out: Path, beam_args, res
 
 
 def train_stage(cfg, resume: bool) -> tuple[str, dict]:
-    from training.checkpoint import latest_checkpoint
-    from training.pretrain import pretrain
     out = Path(cfg.run.out_dir)
     done = out / "summary.json"
     if resume and done.is_file() and json.loads(done.read_text()).get("steps") == cfg.run.steps:
@@ -241,9 +251,6 @@ def train_stage(cfg, resume: bool) -> tuple[str, dict]:
 def eval_stage(model_dir: Path, tokenizer_dir: Path, out: Path, tasks: list[str], limit: int, text_bytes: int,
                resume: bool, progress: bool) -> tuple[str, dict]:
     """`refinery eval` of the run's model; each multiple-choice task also gets its chance level."""
-    from pipeline.shared_data import shared_data_dir
-    from training.evaluate import markdown_table, run_eval
-    from training.tasks import load_task
     if resume and out.is_file():
         done = json.loads(out.read_text())
         if done.get("_meta", {}).get("limit") == limit and all(t in done for t in tasks):
@@ -271,7 +278,6 @@ def _eval_summary(results: dict) -> dict:
 def run(opts: RunOptions, argv: list[str] = ()) -> dict:
     """Every stage in order (skipping complete ones under `resume`); then DIR/report.html. Returns run.json's
     record. Raises ValueError / FileNotFoundError / ConfigError before any work, StageError during it."""
-    from pipeline.report import write_run_report
     out = Path(opts.output)
     quality_model = opts.quality_model if opts.quality else ""
     cfg = curate_config(opts.config, quality_model)             # bad config, missing input: fail before work
@@ -280,7 +286,7 @@ def run(opts: RunOptions, argv: list[str] = ()) -> dict:
     train_cfg = train_config(opts.train_config, sets)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    record = {"command": _cmd("refinery", "run", *argv), "options": dataclasses.asdict(opts),
+    record = {"command": command_line("refinery", "run", *argv), "options": dataclasses.asdict(opts),
               "inputs": paths, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
               "machine": machine()}
     rec = Recorder(out / "run.json", record, STAGES)
@@ -290,26 +296,26 @@ def run(opts: RunOptions, argv: list[str] = ()) -> dict:
                   ["--input", ",".join(opts.inputs) or sample_crawl()])
     if opts.quality:
         rec.stage("quality", lambda: quality_stage(quality_model),
-                  _cmd("refinery", "quality", "train", "--output", quality_model))
+                  command_line("refinery", "quality", "train", "--output", quality_model))
     else:
         record["stages"]["quality"] = {"status": "off", "seconds": 0.0, "command": ""}
         print(f"[run] 1/{len(STAGES)} quality off (--no-quality)", flush=True)
     rec.stage("curate", lambda: curate_stage(paths, out / "curated", cfg, beam, opts.resume, opts.progress),
-              _cmd("refinery", "curate", *inputs_cmd, "--output", out / "curated", "--config", opts.config,
+              command_line("refinery", "curate", *inputs_cmd, "--output", out / "curated", "--config", opts.config,
                    *(["--quality-model", quality_model] if quality_model else []), *beam))
     rec.stage("tokenizer", lambda: tokenizer_stage([out / "curated" / "data"], out / "tokenizer", opts.vocab_size,
                                                    opts.resume),
-              _cmd("refinery", "tokenizer", "train", "--input", out / "curated" / "data", "--vocab-size",
+              command_line("refinery", "tokenizer", "train", "--input", out / "curated" / "data", "--vocab-size",
                    opts.vocab_size, "--output", out / "tokenizer"))
     rec.stage("tokenize", lambda: tokenize_stage(out / "curated", out / "tokenizer", out / "tokens", beam,
                                                  opts.resume),
-              _cmd("refinery", "tokenize", "--input", out / "curated", "--tokenizer", out / "tokenizer",
+              command_line("refinery", "tokenize", "--input", out / "curated", "--tokenizer", out / "tokenizer",
                    "--output", out / "tokens", *beam))
     rec.stage("train", lambda: train_stage(train_cfg, opts.resume),
-              _cmd("refinery", "train", "--config", opts.train_config, *[a for s in sets for a in ("--set", s)]))
+              command_line("refinery", "train", "--config", opts.train_config, *[a for s in sets for a in ("--set", s)]))
     rec.stage("eval", lambda: eval_stage(out / "train", out / "tokenizer", out / "eval.json", list(opts.tasks),
                                          opts.eval_limit, opts.wikitext_bytes, opts.resume, opts.progress),
-              _cmd("refinery", "eval", "--model", out / "train", "--tasks", ",".join(opts.tasks), "--limit",
+              command_line("refinery", "eval", "--model", out / "train", "--tasks", ",".join(opts.tasks), "--limit",
                    opts.eval_limit, "--text-bytes", opts.wikitext_bytes, "--output", out / "eval.json"))
     record["wall_s"] = round(time.time() - started, 1)
     record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -322,3 +328,27 @@ def run(opts: RunOptions, argv: list[str] = ()) -> dict:
     record["report_s"] = round(time.monotonic() - t0, 1)
     rec.save()
     return record
+
+
+# ---- the verb
+
+BEAM = True
+
+
+def configure(parser) -> None:
+    parser.description = ("Curate the sample crawl (or --input / --crawl) with CONFIG and the quality model (trained "
+                          "with `refinery quality train`'s defaults when MODEL.bin is missing), train a tokenizer, "
+                          "tokenize, pretrain a small model, evaluate it, and write DIR/report.html (funnel, drops, "
+                          "domain mix, loss curve, evaluation, commands, timings, machine). docs/run.md.")
+    parser.epilog = BEAM_EPILOG
+    add_options(parser, RunOptions)
+
+
+def main(args, beam_args: list[str]) -> int:
+    opts = from_args(RunOptions, args, beam_args=tuple(beam_args))
+    argv = sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv[1:] else []     # for the report
+    record = run(opts, argv)
+    print("[run] " + ", ".join(f"{name} {s['seconds']:.0f} s" for name, s in record["stages"].items()) +
+          f"; total {record['wall_s']:.0f} s")
+    print(f"[run] report: {opts.output}/report.html")
+    return 0 if record["stages"]["curate"].get("balanced", True) else 3

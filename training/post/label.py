@@ -1,5 +1,5 @@
 """`refinery label`: a local web page where people judge which of two responses is better; every judgement
-is appended at once to a JSONL file that `refinery reward` and `refinery dpo` read (training/reward.py's
+is appended at once to a JSONL file that `refinery reward` and `refinery dpo` read (training/post/reward.py's
 `read_pairs`).
 
 ```
@@ -13,21 +13,26 @@ rows with `"label": "tie" | "skip"` and no chosen/rejected (read_pairs leaves th
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import itertools
 import json
 import os
 import random
-import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlencode
+
+import torch
+
+from training.files import write_atomic
+from training.generate import generate
+from training.post import conversation
+from training.post.policy import load_policy
 
 LABELS = ("a", "b", "tie", "skip")       # what a row's "label" holds; a / b: the item's responses, not screen sides
 CHOICES = ("left", "right", "tie", "skip")   # what the page sends
@@ -59,59 +64,32 @@ def item_id(prompt: str, a: str, b: str) -> str:
     return hashlib.sha256(json.dumps([prompt, a, b]).encode()).hexdigest()[:16]
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """A JSON list or JSONL, with the line of any bad row in its error."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        return json.loads(text)
-    rows = []
-    for i, line in enumerate(text.splitlines()):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {i + 1}: not JSON ({e.msg})") from None
-    return rows
-
-
 def read_prompts(path: str | Path) -> list[str]:
-    """Instructions from JSONL or a JSON list: rows with prompt, instruction (+ input, Alpaca), turns (the
-    first: MT-Bench, Vicuna bench) or question."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no prompts at {path}")
+    """Single-turn instructions (any prompt file `training/post/conversation.py` reads)."""
     prompts = []
-    for i, row in enumerate(_read_rows(path)):
-        if "prompt" in row:
-            prompts.append(row["prompt"])
-        elif "instruction" in row:
-            prompts.append(row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else ""))
-        elif row.get("turns"):
-            prompts.append(row["turns"][0])
-        elif "question" in row:
-            prompts.append(row["question"])
-        else:
-            raise ValueError(f"{path}, row {i + 1}: expected prompt, instruction, turns or question; got {sorted(row)}")
+    for messages in conversation.read_prompts([path]):
+        if len(messages) != 1:
+            raise ValueError(f"{path}: the labeling page shows single-turn prompts; a prompt has "
+                             f"{len(messages)} turns")
+        prompts.append(messages[0]["content"])
     return prompts
 
 
 def read_items(path: str | Path) -> list[Item]:
     """Items from JSONL rows {"prompt", "a", "b"} or {"prompt", "responses": [a, b]}, each with an optional "id";
     an exact repeat of an earlier item is dropped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no responses at {path}")
     items, seen = [], set()
-    for i, row in enumerate(_read_rows(path)):
+    for i, row in conversation.read_rows(path):
         responses = row.get("responses") or [row.get("a"), row.get("b")]
-        if "prompt" not in row or len(responses) != 2 or not all(isinstance(r, str) for r in responses):
-            raise ValueError(f"{path}, row {i + 1}: expected prompt with a and b (or responses: [a, b]), "
+        if not isinstance(row.get("prompt"), str) or not isinstance(responses, list) or len(responses) != 2 \
+                or not all(isinstance(r, str) for r in responses):
+            raise ValueError(f"{path}, line {i}: expected prompt with a and b (or responses: [a, b]), "
                              f"got {sorted(row)}")
         a, b = responses
         item = Item(str(row["id"]) if "id" in row else item_id(row["prompt"], a, b), row["prompt"], a, b)
         if item.id in seen:
             if any(x.id == item.id and x != item for x in items):
-                raise ValueError(f"{path}, row {i + 1}: id {item.id!r} is used by another item")
+                raise ValueError(f"{path}, line {i}: id {item.id!r} is used by another item")
             continue
         seen.add(item.id)
         items.append(item)
@@ -119,30 +97,24 @@ def read_items(path: str | Path) -> list[Item]:
 
 
 def write_items(items: list[Item], path: str | Path) -> None:
-    _write_atomic(Path(path), "".join(json.dumps({"id": x.id, "prompt": x.prompt, "a": x.a, "b": x.b}) + "\n"
+    write_atomic(Path(path), "".join(json.dumps({"id": x.id, "prompt": x.prompt, "a": x.a, "b": x.b}) + "\n"
                                       for x in items))
 
 
 def generate_items(prompts: list[str], model_dir: str | Path, max_new_tokens: int = 256, temperature: float = 0.9,
                    top_p: float = 0.95, seed: int = 0, progress=None) -> list[Item]:
     """Two sampled replies per prompt from one of our runs (SFT chat format), each with its own seed."""
-    import torch
 
-    from training.checkpoint import load_model_weights
-    from training.generate import generate
-    from training.lm import _our_tokenizer
-    from training.sft import encode_conversation
-    from training.tokenizer import Tokenizer
-    tokenizer = Tokenizer(str(_our_tokenizer(Path(model_dir))))
+    policy = load_policy(model_dir)
+    tokenizer = policy.tokenizer
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model_weights(model_dir).to(device).eval()
+    model = policy.model.to(device).eval()
     end = tokenizer.roles["<|end|>"]
     stops = {tokenizer.eos_id, *tokenizer.roles.values()}      # <|end|>; EOS (a base model); a new turn's role
     max_new_tokens = min(max_new_tokens, model.cfg.max_seq_len - 1)
     items = []
     for i, prompt in enumerate(prompts):
-        ids, _ = encode_conversation(tokenizer, [{"role": "user", "content": prompt}], 10 ** 9)
-        ids = ids[:-1] + [tokenizer.roles["<|assistant|>"]]        # drop the closing EOS, open the reply
+        ids = conversation.encode_prompt(tokenizer, [{"role": "user", "content": prompt}])
         ids = ids[-(model.cfg.max_seq_len - max_new_tokens):]       # a long prompt keeps its end
         replies = []
         for s in (seed + 2 * i, seed + 2 * i + 1):
@@ -173,26 +145,6 @@ def judgement_row(item: Item, labeler: str, choice: str, now: datetime | None = 
     row.update(label=label, left=left, item=item.id, labeler=labeler,
                time=(now or datetime.now(timezone.utc)).isoformat(timespec="seconds"))
     return row
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename over: a reader sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class JudgementLog:
@@ -232,14 +184,13 @@ class JudgementLog:
         lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
         for k in range(len(lines) - 1, -1, -1):
             if lines[k].strip() and json.loads(lines[k]).get("labeler") == labeler:
-                _write_atomic(self.path, "".join(lines[:k] + lines[k + 1:]))
+                write_atomic(self.path, "".join(lines[:k] + lines[k + 1:]))
                 return json.loads(lines[k])
         return None
 
     @contextlib.contextmanager
     def exclusive(self):
         """Hold an OS lock on PATH.lock while serving: a second server on the same file stops with an error."""
-        import fcntl
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "w") as fh:
             try:
@@ -254,7 +205,7 @@ def create_app(items: list[Item], log: JudgementLog, guidelines: str = DEFAULT_G
     """The Flask app: the page, GET /api/state, POST /api/judge {item, choice}, POST /api/undo. `?labeler=NAME`
     on the page's URL labels as NAME instead of `labeler`. With `token`, every request must carry it (header,
     cookie, or ?token= once, which sets the cookie); without, only loopback Host headers are served."""
-    from flask import Flask, jsonify, redirect, request
+    from flask import Flask, jsonify, redirect, request  # optional: only when the page is served
     app = Flask(__name__, static_folder=str(PAGE_DIR), static_url_path="/static")
     by_id = {x.id: x for x in items}
 
@@ -353,7 +304,7 @@ def create_app(items: list[Item], log: JudgementLog, guidelines: str = DEFAULT_G
 
 def serve(app, host: str, port: int, on_ready=None) -> None:
     """Serve until interrupted (threaded werkzeug server); `on_ready(port)` once listening."""
-    from werkzeug.serving import make_server
+    from werkzeug.serving import make_server  # optional: only when the page is served
     server = make_server(host, port, app, threaded=True)
     if on_ready:
         on_ready(server.server_port)
@@ -393,7 +344,7 @@ def cohen_kappa(x: list[str], y: list[str]) -> float | None:
 def position_bias(rows: list[dict]) -> dict:
     """Share of decisive judgements that picked the response shown on the left, and the two-sided binomial test
     of that share against 1/2 (no bias)."""
-    from scipy.stats import binomtest
+    from scipy.stats import binomtest  # heavy: only for this statistic / fit
     decisive = [r for r in rows if r["label"] in ("a", "b")]
     left = sum(r["label"] == r.get("left") for r in decisive)
     n = len(decisive)
@@ -443,97 +394,3 @@ def format_stats(stats: dict) -> str:
 
 
 # --- command line -----------------------------------------------------------------------------------------------
-
-def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser("label", help="collect preference pairs on a local web page; agreement statistics",
-                            description="Human preference collection for `refinery reward` and `refinery dpo`: "
-                                        "a web page shows an instruction and two responses; each judgement is "
-                                        "appended at once to a JSONL pairs file (docs/label.md).")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    serve_ = actions.add_parser(
-        "serve", help="serve the labeling page",
-        description="Serve the labeling page: the instruction, two responses in a random left/right order (fixed "
-                    "per item and labeler), the guidelines, and buttons Left better [1] / Right better [2] / "
-                    "Tie [3] / Skip [s] / Undo [u]. Progress and resume come from OUTPUT: items this labeler "
-                    "already judged are not shown again.",
-        epilog="Several labelers on one server: give each the URL with ?labeler=NAME. Responses file rows: "
-               '{"prompt", "a", "b"} or {"prompt", "responses": [a, b]}, optional "id".')
-    source = serve_.add_argument_group("items (one of)")
-    source.add_argument("--prompts", metavar="PROMPTS.jsonl",
-                        help="instructions (prompt / instruction+input / turns / question rows), answered twice "
-                             "by --model")
-    source.add_argument("--responses", metavar="RESPONSES.jsonl", help="pre-generated pairs of responses")
-    serve_.add_argument("--model", metavar="RUN_OR_CHECKPOINT",
-                        help="with --prompts: our run (e.g. out/sft) that samples two responses per prompt; they "
-                             "are saved to OUTPUT's stem + .responses.jsonl (reuse with --responses)")
-    serve_.add_argument("--output", required=True, metavar="PAIRS.jsonl", help="judgements are appended here")
-    serve_.add_argument("--guidelines", metavar="FILE", help="guidelines text shown on the page (default: built in)")
-    serve_.add_argument("--labeler", default=None, metavar="NAME", help="default labeler name (default: $USER)")
-    serve_.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; others need --token)")
-    serve_.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
-    serve_.add_argument("--token", metavar="T", help="access token, required when --host is not loopback")
-    serve_.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="with --model (default 256)")
-    serve_.add_argument("--temperature", type=float, default=0.9, metavar="T", help="with --model (default 0.9)")
-    serve_.add_argument("--top-p", type=float, default=0.95, metavar="P", help="with --model (default 0.95)")
-    serve_.add_argument("--seed", type=int, default=0, help="response seeds are SEED + 2i and SEED + 2i + 1")
-    serve_.add_argument("--generate-only", action="store_true",
-                        help="with --model: write the responses file and exit")
-    serve_.set_defaults(handler=_run_serve)
-    stats = actions.add_parser("stats", help="inter-labeler agreement (Cohen's kappa) and position bias",
-                               description="Cohen's kappa between each pair of labelers on the items both judged "
-                                           "(categories: response a better / b better / tie, whatever the screen "
-                                           "side; skips left out) and the share of decisive judgements that "
-                                           "picked the left response, with a two-sided binomial test.")
-    stats.add_argument("files", nargs="+", metavar="PAIRS.jsonl")
-    stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    stats.set_defaults(handler=_run_stats)
-    return parser
-
-
-def _run_serve(args, rest: list[str]) -> int:
-    if bool(args.prompts) == bool(args.responses) or bool(args.model) != bool(args.prompts):
-        print("refinery label serve: give --prompts with --model, or --responses", file=sys.stderr)
-        return 2
-    if args.host not in LOOPBACK and not args.token:
-        print(f"refinery label serve: --host {args.host} is reachable from other machines; give --token "
-              "(e.g. --token $(python -c 'import secrets; print(secrets.token_urlsafe())'))", file=sys.stderr)
-        return 2
-    output = Path(args.output)
-    try:
-        guidelines = Path(args.guidelines).read_text(encoding="utf-8") if args.guidelines else DEFAULT_GUIDELINES
-        if args.model:
-            prompts = read_prompts(args.prompts)
-            items = generate_items(prompts, args.model, args.max_new_tokens, args.temperature, args.top_p, args.seed,
-                                   progress=lambda i, n: print(f"\r[label] generating responses {i}/{n}", end="",
-                                                               file=sys.stderr, flush=True))
-            print(file=sys.stderr)
-            saved = output.with_name(output.name.removesuffix(".jsonl") + ".responses.jsonl")
-            write_items(items, saved)
-            print(f"[label] {len(items)} items -> {saved} (next time: --responses {saved})")
-            if args.generate_only:
-                return 0
-        else:
-            items = read_items(args.responses)
-        log = JudgementLog(output)
-        log.rows()                             # a damaged file is reported now, not on the first click
-        app = create_app(items, log, guidelines, args.labeler or os.environ.get("USER") or "anonymous", args.token)
-        with log.exclusive():
-            query = f"?token={args.token}" if args.token else ""
-            host = f"[{args.host}]" if ":" in args.host else args.host
-            serve(app, args.host, args.port, on_ready=lambda port: print(
-                f"[label] {len(items)} items; judgements -> {output}\n[label] open http://{host}:{port}/{query} "
-                f"(Ctrl-C stops)", flush=True))
-    except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
-        print(f"refinery label serve: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _run_stats(args, rest: list[str]) -> int:
-    try:
-        stats = label_stats(read_judgements(args.files))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"refinery label stats: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
-    return 0

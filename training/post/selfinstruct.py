@@ -24,6 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from training.generate import generate
+from training.hf import smollm2_gguf
+from training.lm import load_lm
+from training.post.chat import reply, stop_ids
+
 BLOCKED = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw",
            "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
 _WORD = re.compile(r"\w+")
@@ -109,8 +114,6 @@ def newline_ids(tokenizer) -> set[int]:
 
 def self_instruct(lm, seeds: list[str], cfg: SelfInstructConfig, progress=None) -> tuple[list[dict], Counter]:
     """Accepted {"prompt", "completion"} rows and the count of every candidate by outcome."""
-    from training.chat import reply, stop_ids
-    from training.generate import generate
     rng = np.random.default_rng(cfg.seed)
     line_end = newline_ids(lm.tokenizer) | stop_ids(lm.tokenizer)
     kept_tokens = [words(s) for s in seeds]
@@ -141,9 +144,7 @@ def self_instruct(lm, seeds: list[str], cfg: SelfInstructConfig, progress=None) 
 
 def run_self_instruct(model: str | None, seeds_path: str | Path, output: str | Path, cfg: SelfInstructConfig,
                       log=print) -> dict:
-    from training.lm import load_lm
     if model is None:
-        from training.hf import smollm2_gguf
         model = str(smollm2_gguf())
     lm = load_lm(model)
     seeds = read_seed_instructions(seeds_path)

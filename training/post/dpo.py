@@ -13,57 +13,28 @@ log π(c) − log π(r) before and after, and the mean length of sampled replies
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from training.config import apply_overrides, from_dict, read_yaml
-from training.losses import IGNORE, dpo_loss, sequence_logprobs
-from training.loop import OptimConfig, RunConfig, train
-from training.reward import PreferenceData, split_pairs
-from training.sft import collate, encode_conversation
+from training.config import load_config
+from training.loop import OptimConfig, RunConfig, eval_ends, train
+from training.losses import dpo_loss, sequence_logprobs
+from training.post.batches import EpochBatches
+from training.post.chat import reply
+from training.post.conversation import encode_reply
+from training.post.policy import keep_tokenizer, load_policy
+from training.post.reward import PreferenceData, split_pairs
+from training.post.sft import collate
 
 
-def encode_reply(tokenizer, messages: list[dict], seq_len: int) -> tuple[list[int], list[int]]:
-    """(ids, labels) of a conversation with labels on its final assistant reply only (+ `<|end|>` and EOS);
-    longer than `seq_len`: the start is cut, the reply kept."""
-    if not messages or messages[-1]["role"] != "assistant":
-        raise ValueError("a preference conversation must end with the assistant's reply")
-    context, _ = encode_conversation(tokenizer, messages[:-1], 10 ** 9)
-    context = context[:-1]                                    # without the closing EOS
-    ids, labels = encode_conversation(tokenizer, messages, 10 ** 9)
-    labels = [IGNORE] * len(context) + labels[len(context):]
-    return ids[-seq_len:], labels[-seq_len:]
-
-
-def collate_pairs(examples: list[dict], pad_id: int) -> dict[str, np.ndarray]:
+def collate_preferences(examples: list[dict], pad_id: int) -> dict[str, np.ndarray]:
     """Chosen rows, then rejected rows (shifted inputs/targets), with their reference log-probs."""
     batch = collate([e["chosen"] for e in examples] + [e["rejected"] for e in examples], pad_id)
     batch["ref_chosen"] = np.array([e["ref"][0] for e in examples], dtype=np.float32)
     batch["ref_rejected"] = np.array([e["ref"][1] for e in examples], dtype=np.float32)
     return batch
-
-
-class DPOBatches:
-    """Pairs in a seeded permutation per pass, a pure function of (step, index) like the other batches."""
-
-    def __init__(self, examples: list[dict], rows: int, pad_id: int, seed: int, per_step: int = 1):
-        if not examples:
-            raise ValueError("no training pairs")
-        self.examples, self.rows, self.pad_id, self.seed, self.per_step = examples, rows, pad_id, seed, per_step
-
-    def batch(self, step: int, index: int):
-        n = len(self.examples)
-        start = (step * self.per_step + index) * self.rows
-        picks = []
-        for slot in range(start, start + self.rows):
-            epoch, position = divmod(slot, n)
-            picks.append(self.examples[np.random.default_rng([self.seed, epoch]).permutation(n)[position]])
-        return collate_pairs(picks, self.pad_id)
 
 
 def _logprobs(model, batch: dict, average: bool) -> torch.Tensor:
@@ -122,7 +93,6 @@ def reply_lengths(model, tokenizer, prompts: list[list[dict]], max_new_tokens: i
                   seed: int) -> dict:
     """Mean length (tokens) of sampled replies to `prompts`, each prompt with its own fixed seed, and the share
     that ended with a stop token."""
-    from training.chat import reply
     model.eval()
     lengths, stopped = [], 0
     for i, messages in enumerate(prompts):
@@ -151,7 +121,8 @@ class DPOConfig:
     lengths: LengthCheck = field(default_factory=LengthCheck)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=10))
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="out/dpo", steps=200, batch_size=8,
-                                                              eval_every=50, checkpoint_every=100))
+                                                              eval_every=50, checkpoint_every=100,
+                                                              eval_at_start=True))
 
     def __post_init__(self):
         if self.variant not in ("sigmoid", "ipo"):
@@ -160,9 +131,8 @@ class DPOConfig:
             raise ValueError(f"beta must be > 0, got {self.beta}")
 
 
-def load_dpo_config(path=None, overrides=()) -> DPOConfig:
-    data = read_yaml(path) if path else {}
-    return from_dict(DPOConfig, apply_overrides(data, list(overrides)), where=str(path or "config"))
+def load_dpo_config(path=None, overrides=(), base: dict | None = None) -> DPOConfig:
+    return load_config(DPOConfig, path, overrides, base)
 
 
 def load_preference_split(tokenizer, data: PreferenceData):
@@ -182,47 +152,40 @@ def _ends_with_replies(chosen: list[dict], rejected: list[dict]) -> bool:
     return bool(chosen and rejected) and chosen[-1]["role"] == rejected[-1]["role"] == "assistant"
 
 
-def train_dpo(cfg: DPOConfig, log=print) -> dict:
-    from training.checkpoint import load_model_weights
-    from training.lm import _our_tokenizer, copy_tokenizer
-    from training.tokenizer import Tokenizer
-    model = load_model_weights(cfg.model)
-    tokenizer_dir = _our_tokenizer(Path(cfg.model))
-    tokenizer = Tokenizer(str(tokenizer_dir))
-    if model.cfg.max_seq_len < cfg.data.seq_len:
-        model.extend_context(cfg.data.seq_len)
+def train_dpo(cfg: DPOConfig, resume: bool = False, log=print) -> dict:
+    policy = load_policy(cfg.model, cfg.data.seq_len)
+    model, tokenizer, pad, average = policy.model, policy.tokenizer, policy.tokenizer.pad_id, cfg.length_normalized
     train_set, held, unusable = load_preference_split(tokenizer, cfg.data)
     if not held:
         raise ValueError("no held-out pairs: lower data.held_out_every or add pairs")
-    average = cfg.length_normalized
-    reference_logprobs(model, train_set + held, tokenizer.pad_id, average)
-    before = preference_metrics(model, held, tokenizer.pad_id, cfg.beta, average)
-    prompts = [e["prompt"] for e in held[:cfg.lengths.prompts]]
+    reference_logprobs(model, train_set + held, pad, average)
     check = cfg.lengths
+    prompts = [e["prompt"] for e in held[:check.prompts]]
     lengths_before = reply_lengths(model, tokenizer, prompts, check.max_new_tokens, check.temperature, check.seed)
     log(f"[dpo] {len(train_set):,} training and {len(held):,} held-out pairs ({unusable} without a final reply "
-        f"on both sides, skipped); reference log-probs computed; "
-        f"held-out log-prob margin {before['logp_margin']:+.3f}; sampled replies {lengths_before['mean_reply_tokens']:.1f}"
-        f" tokens")
+        f"on both sides, skipped); reference log-probs computed; sampled replies "
+        f"{lengths_before['mean_reply_tokens']:.1f} tokens")
 
     def evaluate(m):
-        return preference_metrics(m, held, tokenizer.pad_id, cfg.beta, average)
+        return preference_metrics(m, held, pad, cfg.beta, average)
 
-    per_step = cfg.run.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+    def after(m):
+        keep_tokenizer(policy, cfg.run.out_dir)
+        first, last = eval_ends(cfg.run.out_dir)
+        m.cpu()
+        return {"pairs": {"train": len(train_set), "held_out": len(held), "skipped_no_final_reply": unusable},
+                "held_out_before": {k: first[k] for k in ("reward_accuracy", "reward_margin", "logp_margin",
+                                                          "logp_margin_accuracy") if k in first},
+                "held_out_after": {k: last[k] for k in ("reward_accuracy", "reward_margin", "logp_margin",
+                                                        "logp_margin_accuracy") if k in last},
+                "lengths_before": lengths_before,
+                "lengths_after": reply_lengths(m, tokenizer, prompts, check.max_new_tokens, check.temperature,
+                                               check.seed)}
+
     config = {"model": cfg.model, "beta": cfg.beta, "variant": cfg.variant,
               "length_normalized": cfg.length_normalized, "data": asdict(cfg.data), "lengths": asdict(cfg.lengths),
               "optim": asdict(cfg.optim), "run": asdict(cfg.run)}
     model.train()
-    summary = train(model, DPOBatches(train_set, cfg.run.batch_size, tokenizer.pad_id, cfg.data.seed, per_step),
-                    dpo_objective(cfg.beta, cfg.variant, average), cfg.optim, cfg.run, evaluate=evaluate, config=config)
-    if summary:
-        model.cpu()
-        summary["pairs"] = {"train": len(train_set), "held_out": len(held), "skipped_no_final_reply": unusable}
-        summary["held_out_before"] = before
-        summary["held_out_after"] = preference_metrics(model, held, tokenizer.pad_id, cfg.beta, average)
-        summary["lengths_before"] = lengths_before
-        summary["lengths_after"] = reply_lengths(model, tokenizer, prompts, check.max_new_tokens, check.temperature,
-                                                 check.seed)
-        (Path(cfg.run.out_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
-        copy_tokenizer(tokenizer_dir, cfg.run.out_dir)
-    return summary
+    batches = EpochBatches(train_set, cfg.run.batch_size, lambda rows: collate_preferences(rows, pad), cfg.data.seed)
+    return train(model, batches, dpo_objective(cfg.beta, cfg.variant, average), cfg.optim, cfg.run,
+                 evaluate=evaluate, config=config, resume=resume, after=after)

@@ -62,7 +62,7 @@ def _objective(theta, logN, logD, logL, delta):
 
 def fit_scaling_law(N, D, L, delta: float = 1e-3, grid: dict | None = None) -> ScalingFit:
     """Fit E + A/N^α + B/D^β to losses L at parameter counts N and token counts D."""
-    from scipy.optimize import minimize
+    from scipy.optimize import minimize  # heavy: only for this statistic / fit
     N, D, L = (np.asarray(x, dtype=float) for x in (N, D, L))
     if not (len(N) == len(D) == len(L)) or len(N) < 5:
         raise ValueError(f"need at least 5 (N, D, L) points of equal length, got {len(N)}, {len(D)}, {len(L)}")
@@ -126,7 +126,7 @@ def extrapolate_lr(widths, best_lrs, target_width: float) -> tuple[float, float,
 def fit_mixing_law(weights: np.ndarray, losses: np.ndarray) -> dict:
     """Ye et al. 2024 ("Data Mixing Laws", eq. 1): L(r) = c + k · exp(Σ_j t_j r_j) over domain proportions r.
     weights (runs, domains) rows summing to 1; losses (runs,). Returns c, k, t."""
-    from scipy.optimize import least_squares
+    from scipy.optimize import least_squares  # heavy: only for this statistic / fit
     weights, losses = np.asarray(weights, dtype=float), np.asarray(losses, dtype=float)
     runs, domains = weights.shape
     if runs < domains + 2:

@@ -12,6 +12,7 @@ of no contamination the per-shard differences have mean 0; a one-sided t-test ov
 """
 from __future__ import annotations
 
+import bz2
 import math
 import random
 from dataclasses import dataclass
@@ -39,7 +40,6 @@ def read_examples(path: str | Path) -> list[str]:
         raise FileNotFoundError(f"no benchmark file at {path}")
     opener = open
     if path.suffix == ".bz2":
-        import bz2
         opener = bz2.open
     with opener(path, "rt", encoding="utf-8") as fh:
         return [line.rstrip("\n") for line in fh if line.strip()]
@@ -47,7 +47,7 @@ def read_examples(path: str | Path) -> list[str]:
 
 def t_sf(t: float, dof: int) -> float:
     """P(T > t) for Student's t with `dof` degrees of freedom."""
-    from scipy.stats import t as student
+    from scipy.stats import t as student  # heavy: only for this statistic / fit
     return float(student.sf(t, dof))
 
 

@@ -1,12 +1,13 @@
 """Chat prompts and replies: our models' role tokens, or an imported model's own chat template.
 
-Our format (training/sft.py): `</s> [<|system|> … <|end|>] <|user|> … <|end|> <|assistant|>`, the reply ending at
+Our format (training/post/conversation.py): `</s> [<|system|> … <|end|>] <|user|> … <|end|> <|assistant|>`, the reply ending at
 `<|end|>` (then EOS). An HF or GGUF model brings its template (`tokenizer.apply_chat_template`, e.g. SmolLM2's
 `<|im_start|>user … <|im_end|>`); its reply ends at the tokenizer's EOS.
 """
 from __future__ import annotations
 
 from training.generate import generate
+from training.post.conversation import encode_prompt
 
 
 def _raw(tokenizer):
@@ -26,9 +27,7 @@ def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
             raise ValueError("this model's tokenizer has no chat template")
         ids = raw.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    from training.sft import encode_conversation
-    ids, _ = encode_conversation(raw, messages, 10 ** 9)
-    return ids[:-1] + [raw.roles["<|assistant|>"]]          # drop the closing EOS, open the reply
+    return encode_prompt(raw, messages)
 
 
 def stop_ids(tokenizer) -> set[int]:

@@ -20,7 +20,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 
+from training.data import TokenData
+from training.eval.scaling import ScalingFit, best_mixture, extrapolate_lr, fit_mixing_law, fit_scaling_law
 from training.pretrain import load_train_config, pretrain
 
 # small enough for CPUs: (arch, dim, layers)
@@ -83,7 +86,6 @@ def _read(path: Path) -> list[dict]:
 
 def fit_sweep(output: str, budget_flops: float | None = None, log=print) -> dict:
     """Fit each architecture's points; plot loss against compute with the fitted curves."""
-    from training.scaling import fit_scaling_law
     out = Path(output)
     records = _read(out / "sweep.jsonl")
     if not records:
@@ -113,10 +115,9 @@ def fit_sweep(output: str, budget_flops: float | None = None, log=print) -> dict
 
 
 def _plot_sweep(records, fits, png: Path):
-    import matplotlib
+    import matplotlib  # heavy: only when a plot is drawn
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from training.scaling import ScalingFit
+    import matplotlib.pyplot as plt  # heavy: only when a plot is drawn
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = {"transformer": "tab:blue", "lstm": "tab:orange"}
     for arch, entry in fits.items():
@@ -146,7 +147,6 @@ def _plot_sweep(records, fits, png: Path):
 def lr_sweep(tokens: str, output: str, widths=(32, 64, 128), lrs=(1e-3, 3e-3, 1e-2, 3e-2), budget: int = 100_000,
              target_width: int = 256, layers: int = 2, seq_len: int = 64, batch: int = 16, log=print) -> dict:
     """The best learning rate per width, then log lr* against log width extrapolated to `target_width`."""
-    from training.scaling import extrapolate_lr
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     steps = max(10, budget // (seq_len * batch))
@@ -172,9 +172,9 @@ def lr_sweep(tokens: str, output: str, widths=(32, 64, 128), lrs=(1e-3, 3e-3, 1e
 
 
 def _plot_lr(grid, best, predicted, target_width, png: Path):
-    import matplotlib
+    import matplotlib  # heavy: only when a plot is drawn
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when a plot is drawn
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for width in sorted({g["width"] for g in grid}):
         rows = [g for g in grid if g["width"] == width]
@@ -197,10 +197,7 @@ def mix_sweep(tokens: str, output: str, domains: list[str], runs: int = 8, budge
               layers: int = 2, seq_len: int = 64, batch: int = 16, seed: int = 0, log=print) -> dict:
     """`runs` small models on Dirichlet-drawn domain weights; held-out loss on the natural mix of `domains`;
     the data-mixing law fitted; recommended weights written as a mix config (mix.yaml) for `refinery curate`."""
-    import yaml
 
-    from training.data import TokenData
-    from training.scaling import best_mixture, fit_mixing_law
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

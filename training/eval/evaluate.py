@@ -1,68 +1,26 @@
-"""Held-out evaluation: loss and bits-per-byte on token windows, and the unigram baseline.
+"""`refinery eval`: benchmarks by log-likelihood and wikitext bits per byte, for any model `training/lm.py` loads.
 
-bits per byte = Σ NLL (nats) / Σ UTF-8 bytes of the predicted tokens / ln 2 (lm-evaluation-harness's
-definition), so models with different tokenizers compare. Bytes come from the tokenizer's `token_bytes()`.
+bits per byte = Σ NLL (nats) / Σ UTF-8 bytes / ln 2 (lm-evaluation-harness's definition), so models with
+different tokenizers compare.
 """
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from tqdm import tqdm
 
-
-def _summarise(nll: dict, count: dict, nbytes: dict) -> dict:
-    total_nll, total_tokens, total_bytes = sum(nll.values()), sum(count.values()), sum(nbytes.values())
-    out = {"loss": total_nll / max(1, total_tokens), "bpb": total_nll / max(1, total_bytes) / math.log(2),
-           "tokens": int(total_tokens), "bytes": int(total_bytes)}
-    out["domains"] = {d: {"loss": nll[d] / count[d], "bpb": nll[d] / max(1, nbytes[d]) / math.log(2),
-                          "tokens": int(count[d])} for d in sorted(nll)}
-    return out
-
-
-@torch.no_grad()
-def windows_loss(model, windows: list[tuple[str, np.ndarray]], token_bytes: np.ndarray, rows: int = 16) -> dict:
-    """Loss (nats/token) and bits-per-byte of `model` on (domain, window) pairs: each window's tokens after
-    the first are predicted from those before."""
-    device = next(model.parameters()).device
-    nll, count, nbytes = defaultdict(float), defaultdict(int), defaultdict(int)
-    for i in range(0, len(windows), rows):
-        chunk = windows[i:i + rows]
-        names = [d for d, _ in chunk]
-        seqs = torch.from_numpy(np.stack([w for _, w in chunk])).to(device)            # (B, T+1)
-        logits = model(seqs[:, :-1]).logits.float()                                     # (B, T, V)
-        losses = F.cross_entropy(logits.transpose(1, 2), seqs[:, 1:], reduction="none")  # (B, T)
-        targets = seqs[:, 1:].cpu().numpy()
-        for name, row_loss, row_targets in zip(names, losses.sum(dim=1).tolist(), targets):
-            nll[name] += row_loss
-            count[name] += row_targets.size
-            nbytes[name] += int(token_bytes[row_targets].sum())
-    return _summarise(nll, count, nbytes)
-
-
-def unigram_loss(counts: np.ndarray, windows: list[tuple[str, np.ndarray]], token_bytes: np.ndarray) -> dict:
-    """The same numbers for a unigram model of the training tokens (add-one smoothing over the vocabulary)."""
-    vocab = len(token_bytes)
-    counts = np.pad(counts, (0, max(0, vocab - len(counts))))[:vocab].astype(np.float64) + 1.0
-    logp = np.log(counts / counts.sum())
-    nll, count, nbytes = defaultdict(float), defaultdict(int), defaultdict(int)
-    for name, window in windows:
-        targets = window[1:]
-        nll[name] += float(-logp[targets].sum())
-        count[name] += targets.size
-        nbytes[name] += int(token_bytes[targets].sum())
-    return _summarise(nll, count, nbytes)
-
-
-# ---- benchmarks (refinery eval)
+from training.eval.tasks import load_task
+from training.lm import load_lm
 
 WIKITEXT = "text/wikitext-2-raw-v1.test.txt"
 
 
 def score_task(lm, task, progress=None) -> dict:
-    """Metrics of `task` (training/tasks.py) for `lm` (training/lm.py): acc, acc_norm, ppl as the task lists,
+    """Metrics of `task` (training/eval/tasks.py) for `lm` (training/lm.py): acc, acc_norm, ppl as the task lists,
     with the standard error of acc (binomial) and per-group accuracy for MMLU."""
     requests = [r for item in task.items for r in item.requests]
     scores = lm.loglikelihood(requests, progress=progress)
@@ -107,12 +65,8 @@ def text_bpb(lm, text: str, window: int | None = None, stride: int | None = None
 def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, shots: int = 0,
              tokenizer: str | None = None, batch_size: int = 16, window: int | None = None,
              stride: int | None = None, text_bytes: int | None = None, progress: bool = True, log=print) -> dict:
-    """Evaluate `model` on `tasks` (names from training/tasks.py, plus `wikitext` for bits per byte)."""
-    import time
-    from pathlib import Path
+    """Evaluate `model` on `tasks` (names from training/eval/tasks.py, plus `wikitext` for bits per byte)."""
 
-    from training.lm import load_lm
-    from training.tasks import load_task
     data_dir = Path(data_dir)
     started = time.monotonic()
     lm = load_lm(model, tokenizer=tokenizer, batch_size=batch_size)
@@ -129,7 +83,6 @@ def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, s
             task = load_task(name, data_dir, shots=shots, limit=limit)
             bar = None
             if progress:
-                from tqdm import tqdm
                 bar = tqdm(total=sum(len(i.requests) for i in task.items), desc=name, unit="req",
                            dynamic_ncols=True, leave=False)
             results[name] = score_task(lm, task, progress=bar.update if bar else None)

@@ -1,0 +1,50 @@
+"""`refinery chat`: talk to a model in the terminal (training/post/chat.py).
+
+```
+refinery chat --model out/sft
+```
+"""
+from __future__ import annotations
+
+import sys
+
+from training.lm import load_lm
+from training.post.chat import reply
+
+
+def configure(parser) -> None:
+    parser.description = ("An interactive chat: each line you type is a user turn; the model's reply follows. /reset "
+                          "starts over, /quit (or Ctrl-D) leaves. Our models use their role tokens; HF folders and "
+                          "GGUF files their own chat template.")
+    parser.add_argument("--model", required=True, metavar="MODEL")
+    parser.add_argument("--system", metavar="TEXT", help="a system message at the start of the conversation")
+    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N")
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
+    parser.add_argument("--top-k", type=int, default=0, metavar="K")
+    parser.add_argument("--top-p", type=float, default=0.95, metavar="P")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def main(args, beam_args: list[str]) -> int:
+    lm = load_lm(args.model)
+    start = [{"role": "system", "content": args.system}] if args.system else []
+    messages = list(start)
+    interactive = sys.stdin.isatty()
+    turn = 0
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/quit":
+            return 0
+        if line.strip() == "/reset":
+            messages = list(start)
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.strip()})
+        text, _ = reply(lm.model, lm.tokenizer, messages, args.max_new_tokens, args.temperature, args.top_k,
+                        args.top_p, seed=args.seed + turn)
+        turn += 1
+        messages.append({"role": "assistant", "content": text})
+        print(f"model> {text}", flush=True)

@@ -1,0 +1,74 @@
+"""What the verbs share: the error for bad usage, the config options, Beam's epilog, default data paths.
+
+Default data paths (the shared data folder's benchmarks, preference pairs, seed tasks) are resolved here, at
+the command line's edge, and handed to `training/` as plain paths: training never looks for data on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.shared_data import shared_data_dir
+
+BEAM_EPILOG = ("Any other --option is passed to Apache Beam, e.g. --runner=DataflowRunner --project=P "
+               "--region=R --temp_location=gs://B/tmp --sdk_container_image=IMAGE, or --direct_num_workers=N. "
+               "Default: the DirectRunner in multi_processing mode with one worker per core.")
+
+HH_RLHF = ("preference/hh-rlhf/harmless-base/test.jsonl.gz", "preference/hh-rlhf/helpful-base/test.jsonl.gz",
+           "preference/hh-rlhf/helpful-online/test.jsonl.gz",
+           "preference/hh-rlhf/helpful-rejection-sampled/test.jsonl.gz")
+SEED_TASKS = "sft/self_instruct_seed_tasks.jsonl"
+ALPACA = "sft/alpaca_data_1k.json"
+
+
+class UsageError(ValueError):
+    """A bad combination of options or a bad value: the message says what was expected."""
+
+
+class StageError(RuntimeError):
+    """A stage of `refinery run` / `ablate` failed after work began; the message names it (exit 1)."""
+
+
+def add_config_options(parser: argparse.ArgumentParser, example: str, what: str = "YAML config") -> None:
+    """--config FILE and --set section.key=value, the one config dialect of every verb that has a config."""
+    parser.add_argument("--config", metavar="FILE", help=what)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config key, e.g. {example}; repeatable")
+
+
+def split_list(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def shared_paths(relative: tuple[str, ...] | list[str]) -> list[str]:
+    """Paths of files in the shared data folder."""
+    root = shared_data_dir()
+    return [str(root / p) for p in relative]
+
+
+def dataset_data(path: str) -> str:
+    """A curated dataset folder's `data/` (the folder itself when it is already `data/` or a Parquet file)."""
+    folder = Path(path)
+    return str(folder / "data") if (folder / "data").is_dir() else str(folder)
+
+
+def add_run_options(parser, model_help: str = "one of our runs or checkpoints") -> None:
+    """--model, --output and --resume of the verbs that train from a model."""
+    parser.add_argument("--model", metavar="RUN_OR_CHECKPOINT", help=f"the model to start from: {model_help}")
+    parser.add_argument("--output", metavar="DIR", help="the run folder to write")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue a killed run from its last checkpoint (its saved config, then --set)")
+
+
+def run_config(loader, args, overrides: list[str]):
+    """A fresh run's config (--config, the flags as `overrides`), or a resumed run's saved config.json, then --set."""
+    if args.resume:
+        saved = Path(args.resume) / "config.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"{args.resume}: no config.json (not a run folder to resume)")
+        return loader(None, [*args.set, f"run.out_dir={args.resume}"], base=json.loads(saved.read_text()))
+    if not args.model or not args.output:
+        raise UsageError("give --model and --output (or --resume RUN_DIR)")
+    return loader(args.config, overrides)

@@ -1,0 +1,49 @@
+"""`refinery contamination`: Oren et al.'s sharded order test of whether a model saw a benchmark file.
+
+```
+refinery contamination --model out/train --benchmark ../shared/data/mc/copa.jsonl
+```
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from training.eval.contamination import OrderTestConfig, lm_logprob, order_test, read_examples
+from training.lm import load_lm
+
+
+def configure(parser) -> None:
+    parser.description = ("Compare the log-likelihood of a benchmark's examples in their canonical order with shuffled "
+                          "orders, shard by shard; a one-sided t-test over shards gives a p-value (small: the model "
+                          "prefers the file's own order, i.e. it has seen the file).")
+    parser.add_argument("--model", required=True, metavar="MODEL", help="run folder, checkpoint, HF folder or GGUF")
+    parser.add_argument("--benchmark", required=True, metavar="FILE", help="one example per line (JSONL, CSV, text)")
+    parser.add_argument("--shards", type=int, default=20)
+    parser.add_argument("--permutations", type=int, default=10)
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N examples")
+    parser.add_argument("--tokenizer", metavar="DIR")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level for the verdict")
+    parser.add_argument("--output", metavar="FILE.json")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def main(args, beam_args: list[str]) -> int:
+    cfg = OrderTestConfig(shards=args.shards, permutations=args.permutations)
+    examples = read_examples(args.benchmark)[:args.limit]
+    lm = load_lm(args.model, tokenizer=args.tokenizer)
+    bar = None if args.no_progress else tqdm(total=cfg.shards, desc="shards", unit="shard")
+    result = order_test(lm_logprob(lm), examples, cfg, progress=bar.update if bar else None)
+    if bar:
+        bar.close()
+    result.update(model=str(args.model), benchmark=str(args.benchmark), alpha=args.alpha,
+                  contaminated=result["p_value"] < args.alpha)
+    verdict = "contaminated" if result["contaminated"] else "no evidence of contamination"
+    print(f"[contamination] {args.benchmark}: {verdict} (p = {result['p_value']:.3g}, t = {result['t']:.2f}, "
+          f"mean log-prob gain of the canonical order {result['mean_logprob_gain']:.3f} nats over "
+          f"{result['shards']} shards x {result['permutations']} permutations)")
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=1))
+    return 0

@@ -1,0 +1,49 @@
+"""`refinery eval`: benchmarks and wikitext bits per byte (training/eval/, docs/eval.md).
+
+```
+refinery eval --model out/train --tasks wikitext,arc_easy,hellaswag --limit 200 --output out/eval/results.json
+```
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.app.common import split_list
+from pipeline.shared_data import shared_data_dir
+from training.eval.evaluate import markdown_table, run_eval
+from training.eval.tasks import TASKS
+
+
+def configure(parser) -> None:
+    parser.description = ("Evaluate a model with lm-evaluation-harness conventions. MODEL: one of our run folders or "
+                          "checkpoints, a Hugging Face Llama folder, or a GGUF file. Tasks: wikitext (bits per byte, "
+                          "sliding window), " + ", ".join(TASKS) + ".")
+    parser.epilog = ("Example: refinery eval --model SmolLM2-135M-Instruct.Q4_1.gguf --tasks wikitext,arc_easy,hellaswag "
+                     "--limit 500 --output out/eval/smollm2.json")
+    parser.add_argument("--model", required=True, metavar="MODEL")
+    parser.add_argument("--tasks", required=True, metavar="LIST", help="comma-separated task names")
+    parser.add_argument("--limit", type=int, metavar="N", help="score the first N items of each task (MMLU: per subject)")
+    parser.add_argument("--shots", type=int, default=0, metavar="K", help="few-shot examples (default 0)")
+    parser.add_argument("--output", metavar="results.json", help="also write results (and a .md table beside)")
+    parser.add_argument("--tokenizer", metavar="DIR", help="our tokenizer, when the model's run folder does not say")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="B")
+    parser.add_argument("--window", type=int, metavar="T", help="wikitext: tokens per window (default: the model's context)")
+    parser.add_argument("--stride", type=int, metavar="S", help="wikitext: new tokens per window (default: window / 2)")
+    parser.add_argument("--text-bytes", type=int, metavar="B", help="wikitext: only its first B bytes")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def main(args, beam_args: list[str]) -> int:
+    results = run_eval(args.model, split_list(args.tasks), shared_data_dir(), limit=args.limit, shots=args.shots,
+                       tokenizer=args.tokenizer, batch_size=args.batch_size, window=args.window, stride=args.stride,
+                       text_bytes=args.text_bytes, progress=not args.no_progress)
+    table = markdown_table(results)
+    print(table)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
+        out.with_suffix(".md").write_text(table + "\n")
+        print(f"[eval] {out} and {out.with_suffix('.md')}")
+    return 0

@@ -1,0 +1,23 @@
+"""`refinery verify`: re-check a published dataset or a token folder against its manifest (docs/publish.md).
+
+```
+refinery verify out/sample
+```
+"""
+from __future__ import annotations
+
+from pipeline.publish import verify
+
+
+def configure(parser) -> None:
+    parser.description = ("Re-hash every file in manifest.json, re-read every Parquet file and every token shard "
+                          "header; print each problem; exit 1 if there is any.")
+    parser.add_argument("directory", metavar="DIR")
+
+
+def main(args, beam_args: list[str]) -> int:
+    problems = verify(args.directory)
+    for problem in problems:
+        print(f"[verify] {problem}")
+    print(f"[verify] {args.directory}: " + (f"{len(problems)} problem(s)" if problems else "intact"))
+    return 1 if problems else 0

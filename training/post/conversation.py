@@ -1,0 +1,203 @@
+"""Conversations: reading them from the files post-training uses, and encoding them with our role tokens.
+
+Chat format (DESIGN: the role tokens are reserved by the tokenizer):
+`</s> [<|system|> … <|end|>] <|user|> … <|end|> <|assistant|> … <|end|> </s>` — training documents follow an
+EOS, so conversations start after one too. Labels cover each assistant reply, its `<|end|>` and the final EOS:
+the EOS is never masked (otherwise the model never learns to stop) and padding uses the pad id (0), never EOS
+(the TRL pitfall, trl #1623).
+
+Files: SFT data (Alpaca JSON, Self-Instruct seed tasks, JSONL `{"messages"}` or `{"prompt", "completion"}`),
+preference pairs (`{"chosen", "rejected"}` as hh-rlhf writes them, or with a `"prompt"`), and prompts (the
+context of pairs, `{"messages"}`, `{"prompt"}`, `{"instruction"[, "input"]}`, `{"turns"}`, `{"question"}`).
+Every reader names the file and line of a row it cannot use.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+from training.losses import IGNORE
+
+ROLE_MARKERS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+def read_rows(path: str | Path) -> list[tuple[int, dict]]:
+    """(line, row) of a JSON list or JSONL(.gz) file of objects; a bad line is an error naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            text = path.read_text(encoding="utf-8")
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if text.lstrip().startswith("["):
+        try:
+            rows = list(enumerate(json.loads(text), 1))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {e.lineno}: not JSON ({e.msg})") from None
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((number, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {number}: not JSON ({e.msg})") from None
+    for number, row in rows:
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+    return rows
+
+
+def _text(value, path, number: int, key: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{path}, line {number}: {key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _messages(value, path, number: int) -> list[dict]:
+    if not isinstance(value, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        raise ValueError(f"{path}, line {number}: messages must be a list of {{role, content}}")
+    for m in value:
+        if m["role"] not in ROLE_MARKERS:
+            raise ValueError(f"{path}, line {number}: unknown role {m['role']!r} (system, user or assistant)")
+    return [{"role": m["role"], "content": _text(m["content"], path, number, "content")} for m in value]
+
+
+def read_conversations(path: str | Path) -> list[list[dict]]:
+    """SFT conversations (lists of {"role", "content"}) from any of the supported files."""
+    conversations = []
+    for number, row in read_rows(path):
+        if "messages" in row:
+            conversations.append(_messages(row["messages"], path, number))
+        elif "prompt" in row and "completion" in row:
+            conversations.append([{"role": "user", "content": _text(row["prompt"], path, number, "prompt")},
+                                  {"role": "assistant", "content": _text(row["completion"], path, number,
+                                                                         "completion")}])
+        elif "instruction" in row and "output" in row:
+            conversations.append([{"role": "user", "content": _instruction(row, path, number)},
+                                  {"role": "assistant", "content": _text(row["output"], path, number, "output")}])
+        elif "instruction" in row and "instances" in row:
+            for instance in row["instances"]:
+                prompt = row["instruction"] + (f"\n\n{instance['input']}" if instance.get("input") else "")
+                conversations.append([{"role": "user", "content": prompt},
+                                      {"role": "assistant", "content": instance["output"]}])
+        else:
+            raise ValueError(f"{path}, line {number}: expected messages, prompt/completion, instruction/output or "
+                             f"instruction/instances; got keys {sorted(row)}")
+    return conversations
+
+
+def _instruction(row: dict, path, number: int) -> str:
+    text = _text(row["instruction"], path, number, "instruction")
+    return text + (f"\n\n{_text(row['input'], path, number, 'input')}" if row.get("input") else "")
+
+
+def parse_dialogue(text: str) -> list[dict]:
+    """hh-rlhf's "\\n\\nHuman: …\\n\\nAssistant: …" as messages."""
+    parts = _TURN.split(text)
+    return [{"role": "user" if speaker == "Human" else "assistant", "content": content.strip()}
+            for speaker, content in zip(parts[1::2], parts[2::2])]
+
+
+def read_pairs(paths: list[str | Path]) -> list[tuple[list[dict], list[dict]]]:
+    """(chosen, rejected) conversations; rows `refinery label` marks tie or skip are not pairs."""
+    pairs = []
+    for path in paths:
+        for number, row in read_rows(path):
+            if row.get("label") in ("tie", "skip"):
+                continue
+            if "chosen" not in row or "rejected" not in row:
+                raise ValueError(f"{path}, line {number}: expected chosen and rejected, got {sorted(row)}")
+            chosen, rejected = (_text(row[k], path, number, k) for k in ("chosen", "rejected"))
+            if "prompt" in row:
+                prompt = [{"role": "user", "content": _text(row["prompt"], path, number, "prompt")}]
+                pairs.append((prompt + [{"role": "assistant", "content": chosen}],
+                              prompt + [{"role": "assistant", "content": rejected}]))
+            else:
+                pairs.append((parse_dialogue(chosen), parse_dialogue(rejected)))
+    return pairs
+
+
+def read_prompts(paths: list[str | Path]) -> list[list[dict]]:
+    """Conversations to reply to, each ending with a user turn: the context of preference pairs, or rows with
+    messages, prompt, instruction (+ input), turns (the first: MT-Bench, Vicuna bench) or question."""
+    prompts = []
+    for path in paths:
+        rows = read_rows(path)
+        if rows and "chosen" in rows[0][1]:
+            prompts += [chosen[:-1] for chosen, _ in read_pairs([path])]
+            continue
+        for number, row in rows:
+            if "messages" in row:
+                messages = _messages(row["messages"], path, number)
+                prompts.append(messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages)
+                continue
+            if "prompt" in row:
+                text = _text(row["prompt"], path, number, "prompt")
+            elif "instruction" in row:
+                text = _instruction(row, path, number)
+            elif row.get("turns"):
+                text = _text(row["turns"][0], path, number, "turns")
+            elif "question" in row:
+                text = _text(row["question"], path, number, "question")
+            else:
+                raise ValueError(f"{path}, line {number}: expected messages, prompt, instruction, turns, question "
+                                 f"or chosen/rejected; got {sorted(row)}")
+            prompts.append([{"role": "user", "content": text}])
+    return [p for p in prompts if p and p[-1]["role"] == "user"]
+
+
+# ---------------------------------------------------------------------------------------------- encoding
+
+def encode_conversation(tokenizer, messages: list[dict], max_len: int) -> tuple[list[int], list[int]] | None:
+    """(ids, labels) with labels = ids on assistant content, its <|end|> and the final EOS, IGNORE elsewhere;
+    None when the first assistant reply would not fit in `max_len`."""
+    roles = tokenizer.roles
+    ids, labels = [tokenizer.eos_id], [IGNORE]
+    for message in messages:
+        role = message["role"]
+        marker = ROLE_MARKERS.get(role)
+        if marker is None:
+            raise ValueError(f"unknown role {role!r} (system, user or assistant)")
+        body = tokenizer.encode(message["content"]) + [roles["<|end|>"]]
+        ids.append(roles[marker])
+        labels.append(IGNORE)
+        ids.extend(body)
+        labels.extend(body if role == "assistant" else [IGNORE] * len(body))
+    ids.append(tokenizer.eos_id)
+    labels.append(tokenizer.eos_id if messages and messages[-1]["role"] == "assistant" else IGNORE)
+    if len(ids) > max_len:
+        ids, labels = ids[:max_len], labels[:max_len]
+        if all(label == IGNORE for label in labels):
+            return None
+    return ids, labels
+
+
+def encode_reply(tokenizer, messages: list[dict], seq_len: int) -> tuple[list[int], list[int]]:
+    """(ids, labels) of a conversation with labels on its final assistant reply only (+ `<|end|>` and EOS);
+    longer than `seq_len`: the start is cut, the reply kept."""
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("a preference conversation must end with the assistant's reply")
+    context, _ = encode_conversation(tokenizer, messages[:-1], 10 ** 9)
+    context = context[:-1]                                    # without the closing EOS
+    ids, labels = encode_conversation(tokenizer, messages, 10 ** 9)
+    labels = [IGNORE] * len(context) + labels[len(context):]
+    return ids[-seq_len:], labels[-seq_len:]
+
+
+def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Ids of `messages` followed by the opening of an assistant turn (our role tokens)."""
+    ids, _ = encode_conversation(tokenizer, messages, 10 ** 9)
+    return ids[:-1] + [tokenizer.roles["<|assistant|>"]]          # drop the closing EOS, open the reply

@@ -1,0 +1,164 @@
+"""`refinery reward`: a reward model — the transformer with a scalar head — trained on preference pairs with
+the Bradley–Terry loss (training/losses.py), reported as held-out pairwise accuracy with a 95 % interval.
+
+```
+refinery reward --model out/sft --output out/reward                       # hh-rlhf's four test files
+refinery reward --model out/train --pairs pairs.jsonl --output out/reward --set run.steps=300
+```
+Pairs: anything `training/post/conversation.py` reads as pairs. Every 10th pair is held out. The score is read
+at the last real token (the EOS that ends the conversation); inputs longer than `seq_len` keep their end, where
+the replies differ.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.architectures import build
+from training.checkpoint import find_checkpoint
+from training.config import load_config
+from training.loop import OptimConfig, RunConfig, eval_ends, train
+from training.losses import reward_loss
+from training.model import ModelConfig
+from training.post.batches import EpochBatches
+from training.post.conversation import encode_conversation, read_pairs
+from training.post.heads import ScalarHead
+from training.post.policy import keep_tokenizer, load_policy
+
+
+def load_reward_model(path: str | Path) -> ScalarHead:
+    """A `refinery reward` run (or one of its checkpoints) as a ScalarHead model."""
+    path = find_checkpoint(path)
+    run_config = next((folder / "config.json" for folder in path.parents if (folder / "config.json").is_file()), None)
+    if run_config is not None and "ppo" in json.loads(run_config.read_text()):
+        raise ValueError(f"{path}: a PPO policy (its head is a value function), not a reward model")
+    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    if "head.weight" not in state:
+        raise ValueError(f"{path}: not a reward model (no scalar head); train one with `refinery reward`")
+    model = ScalarHead(build(ModelConfig(**json.loads((path / "model.json").read_text()))))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def encode_pair_side(tokenizer, messages, seq_len: int) -> list[int]:
+    ids, _ = encode_conversation(tokenizer, messages, 10 ** 9)
+    return ids[-seq_len:]
+
+
+def collate_scored(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, np.ndarray]:
+    """Chosen rows then rejected rows, right-padded; lengths mark the last real token."""
+    seqs = [c for c, _ in pairs] + [r for _, r in pairs]
+    width = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    for row, s in enumerate(seqs):
+        ids[row, :len(s)] = s
+    return {"input": ids, "lengths": np.array([len(s) for s in seqs], dtype=np.int64)}
+
+
+def reward_objective(center_coef: float):
+    def objective(model, batch):
+        scores = model(batch["input"], batch["lengths"])
+        half = scores.shape[0] // 2
+        chosen, rejected = scores[:half], scores[half:]
+        return reward_loss(chosen, rejected, center_coef), {"accuracy": (chosen > rejected).float().mean()}
+    return objective
+
+
+def wilson_interval(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+@torch.no_grad()
+def pairwise_accuracy(model, pairs, pad_id: int, rows: int = 8) -> dict:
+    device = next(model.parameters()).device
+    correct, margins = 0.0, []
+    for i in range(0, len(pairs), rows):
+        batch = collate_scored(pairs[i:i + rows], pad_id)
+        scores = model(torch.from_numpy(batch["input"]).to(device), torch.from_numpy(batch["lengths"]).to(device))
+        half = scores.shape[0] // 2
+        diff = (scores[:half] - scores[half:]).cpu()
+        correct += float((diff > 0).sum()) + 0.5 * float((diff == 0).sum())      # a tie is half right
+        margins += diff.tolist()
+    low, high = wilson_interval(correct, len(pairs))
+    return {"accuracy": correct / max(1, len(pairs)), "ci95": [low, high], "pairs": len(pairs),
+            "mean_margin": float(np.mean(margins)) if margins else 0.0}
+
+
+@dataclass(frozen=True)
+class PreferenceData:
+    """Preference pairs for `refinery reward` and `refinery dpo`."""
+    pairs: tuple[str, ...] = ()        # JSONL(.gz) files; `refinery reward` / `dpo` default to hh-rlhf's test files
+    seq_len: int = 256
+    held_out_every: int = 10
+    limit: int = 0                     # use only the first N pairs (0 = all)
+    seed: int = 0
+
+
+def split_pairs(data: PreferenceData):
+    """(training, held-out) conversation pairs: every `held_out_every`-th pair (by position) held out."""
+    if not data.pairs:
+        raise ValueError("data.pairs: no preference pair files given")
+    pairs = read_pairs(list(data.pairs))
+    if data.limit:
+        pairs = pairs[:data.limit]
+    held = [p for i, p in enumerate(pairs) if i % data.held_out_every == 0]
+    train_pairs = [p for i, p in enumerate(pairs) if i % data.held_out_every != 0]
+    if not held or not train_pairs:
+        raise ValueError(f"need training and held-out pairs, got {len(train_pairs)} and {len(held)} "
+                         f"(data.held_out_every {data.held_out_every})")
+    return train_pairs, held
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    model: str = "out/train"
+    center_coef: float = 0.0           # η of the centring term; TRL suggests 0.01
+    data: PreferenceData = field(default_factory=PreferenceData)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10))
+    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="out/reward", steps=200, batch_size=8,
+                                                              eval_every=50, checkpoint_every=100,
+                                                              eval_at_start=True))
+
+
+def load_reward_config(path=None, overrides=(), base: dict | None = None) -> RewardConfig:
+    return load_config(RewardConfig, path, overrides, base)
+
+
+def train_reward(cfg: RewardConfig, resume: bool = False, log=print) -> dict:
+    policy = load_policy(cfg.model, cfg.data.seq_len)
+    pad = policy.tokenizer.pad_id
+    train_pairs, held = ([(encode_pair_side(policy.tokenizer, c, cfg.data.seq_len),
+                           encode_pair_side(policy.tokenizer, r, cfg.data.seq_len)) for c, r in part]
+                         for part in split_pairs(cfg.data))
+    model = ScalarHead(policy.model)
+    log(f"[reward] {len(train_pairs):,} training and {len(held):,} held-out pairs")
+
+    def evaluate(m):
+        result = pairwise_accuracy(m, held, pad)
+        return {"pair_accuracy": result["accuracy"], "ci95_low": result["ci95"][0], "ci95_high": result["ci95"][1],
+                "mean_margin": result["mean_margin"]}
+
+    def after(m):
+        keep_tokenizer(policy, cfg.run.out_dir)
+        first, _ = eval_ends(cfg.run.out_dir)
+        return {"held_out_before": {"accuracy": first.get("pair_accuracy"),
+                                    "ci95": [first.get("ci95_low"), first.get("ci95_high")], "pairs": len(held),
+                                    "mean_margin": first.get("mean_margin")},
+                "held_out_after": pairwise_accuracy(m, held, pad)}
+
+    batches = EpochBatches(train_pairs, cfg.run.batch_size, lambda rows: collate_scored(rows, pad), cfg.data.seed)
+    config = {"model": cfg.model, "center_coef": cfg.center_coef, "data": asdict(cfg.data),
+              "optim": asdict(cfg.optim), "run": asdict(cfg.run)}
+    return train(model, batches, reward_objective(cfg.center_coef), cfg.optim, cfg.run, evaluate=evaluate,
+                 config=config, resume=resume, after=after)
