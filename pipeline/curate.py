@@ -6,12 +6,14 @@ refinery curate --input '../shared/data/warc/sample-crawl/*.warc.gz' --output ou
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -27,6 +29,15 @@ from pipeline.quality import QualityScore
 from pipeline.read import ReadWarc
 from pipeline.runner import runner_options
 from pipeline.stage import NAMESPACE, ApplyFilter, Stage
+from training.artifacts import (
+    LOCK,
+    MANIFEST,
+    ArtifactError,
+    FolderLock,
+    read_manifest,
+    refuse_own_input,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +158,45 @@ class _Progress(threading.Thread):
 
 def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list[str] = (),
            progress: bool = True) -> CurateResult:
-    """Run the job over `paths`, skipping inputs already complete in `output_dir`; write stats.json."""
+    """Run the job over `paths`, skipping inputs already complete in `output_dir`; write stats.json and (for a
+    local output) manifest.json over every file the dataset holds."""
     started = time.monotonic()
+    local = "://" not in output_dir
+    if local:
+        refuse_own_input(output_dir, paths)
+        check_dataset_folder(Path(output_dir))
+    with FolderLock(output_dir) if local else contextlib.nullcontext():
+        return _curate(paths, output_dir, cfg, beam_args, progress, started, local)
+
+
+DATASET_FILES = ("stats.json", "mix_plan.json", "mix.json", "mix.png", "README.md")
+DATASET_FOLDERS = ("data", "errors", "rejected", "domains", PROGRESS_DIR)
+
+
+def check_dataset_folder(out: Path) -> None:
+    """A local output folder must be new, empty, or a curated dataset (rerun into it to resume or extend)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ArtifactError(f"{out}: a file is there, expected a folder for the dataset")
+    ours = (out / "stats.json").is_file() or (out / PROGRESS_DIR).is_dir() or \
+        ((out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset")
+    if any(p.name != LOCK for p in out.iterdir()) and not ours:
+        raise ArtifactError(f"{out}: not empty and not a curated dataset (no stats.json, {PROGRESS_DIR}/ or "
+                            f"dataset {MANIFEST}); nothing there is touched: choose an empty or new folder")
+
+
+def write_dataset_manifest(out: Path, config: dict) -> None:
+    """OUT/manifest.json (kind dataset) over what curation (and `refinery publish`) wrote there."""
+    files = [name for name in DATASET_FILES if (out / name).is_file()]
+    for folder in DATASET_FOLDERS:
+        files += [p.relative_to(out).as_posix() for p in sorted((out / folder).rglob("*")) if p.is_file()
+                  and not p.name.startswith(".")] if (out / folder).is_dir() else []
+    write_manifest(out, "dataset", files, config=config)
+
+
+def _curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args, progress: bool, started: float,
+            local: bool) -> CurateResult:
     sha = config_sha(cfg)
     counters = {}
     existing = completed_inputs(output_dir) if FileSystems.exists(output_dir) else {}
@@ -197,6 +245,8 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
     if "mix" in cfg.stages and cfg.mix.weights and "://" not in output_dir and todo:
         stats["mix"] = mix_report(output_dir)["domains"]
     write_atomic(join(output_dir, "stats.json"), json.dumps(stats, indent=1).encode())
+    if local:
+        write_dataset_manifest(Path(output_dir), to_dict(cfg))
     return CurateResult(funnel, len(paths), len(paths) - len(todo), wall_s, counters)
 
 

@@ -40,6 +40,7 @@ from pipeline.dataset import join, write_atomic
 from pipeline.quality import resolve_inputs
 from pipeline.resources import FastTextModel
 from pipeline.stage import DocDoFn, Ledger, Stage
+from training.artifacts import sha256_file
 
 BUCKETS = 4096
 _LABEL = "__label__"
@@ -309,6 +310,8 @@ def train_domain_classifier(inputs: list[str], output: str, epoch: int = 10, log
         os.unlink(train_file)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     model.save_model(output)
+    write_atomic(output + ".json", json.dumps({"sha256": sha256_file(output), "inputs": inputs, "labels": labels,
+                                               "documents": len(examples)}, indent=1).encode())
     correct = sum(model.predict(t, k=1)[0][0] == f"{_LABEL}{d}" for d, t in held)
     return {"documents": len(examples), "labels": labels, "held_out": len(held),
             "held_out_accuracy": round(correct / len(held), 4) if held else None}

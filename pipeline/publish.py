@@ -2,17 +2,17 @@
 
 ```
 refinery publish out/sample --license odc-by --name "webrefinery sample"
-refinery verify out/sample          # also works on a token folder (shard headers)
+refinery verify out/sample          # any folder refinery wrote: a dataset, a token folder, a run, an export
 ```
 `publish` writes, in the dataset folder: one Parquet file per domain under `domains/<domain>/` (so the card can
 offer one config per domain; the `default` config is `data/*.parquet`), `README.md` (the Hugging Face dataset
-card: YAML metadata, then the funnel and the config used) and `manifest.json` (size and sha256 of every file).
-`verify` re-hashes every file of the manifest, re-reads every Parquet file's schema and every token shard's
-header, and reports what is missing, changed, unreadable or not in the manifest.
+card: YAML metadata, then the funnel and the config used), and updates the dataset's `manifest.json` (size and
+sha256 of every file). `verify` checks any artifact folder against its manifest (training/artifacts.py) —
+missing, changed, truncated or unlisted files — and, by kind, decodes every Parquet file of a dataset and scans
+every shard of a token folder (header, tokenizer, ids below the vocabulary).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections import Counter
@@ -23,19 +23,13 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
+from pipeline.curate import write_dataset_manifest
 from pipeline.dataset import SCHEMA
-from training.shards import ShardError, read_header
+from training.artifacts import ArtifactError, problems, read_manifest, safe_name, stray_files
+from training.files import write_atomic
+from training.shards import ShardError, read_header, scan_shard
 
-MANIFEST, CARD = "manifest.json", "README.md"
-_SKIP = {MANIFEST}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+CARD = "README.md"
 
 
 def _size_category(n: int) -> str:
@@ -59,11 +53,9 @@ def publish(dataset_dir: str, license: str = "other", name: str | None = None) -
         if "domain" in table.column_names else []
     for domain in domains:                     # one file per domain, for one config per domain
         part = table.filter(pc.equal(pc.fill_null(table.column("domain"), "other"), domain))
-        target = root / "domains" / domain / "part-0.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         pq.write_table(part, buffer, compression="zstd")
-        target.write_bytes(buffer.getvalue())
+        write_atomic(root / "domains" / safe_name(domain, "domain label") / "part-0.parquet", buffer.getvalue())
     meta = {"license": license, "pretty_name": name or root.name,
             "language": [lang for lang, _ in languages.most_common()],
             "size_categories": [_size_category(table.num_rows)],
@@ -89,57 +81,58 @@ def publish(dataset_dir: str, license: str = "other", name: str | None = None) -
              "Lineage: `warc_file`, `warc_record_id` and `warc_offset` locate each document's WARC record.", "",
              "## Config used", "", "```yaml", yaml.safe_dump(stats.get("config", {}), sort_keys=False).strip(),
              "```", ""]
-    (root / CARD).write_text("\n".join(card), encoding="utf-8")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in _SKIP
-                   and not p.relative_to(root).parts[0].startswith("_"))
-    manifest = {"files": {str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                          for p in files}}
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return {"documents": table.num_rows, "domains": domains, "files": len(files)}
+    write_atomic(root / CARD, "\n".join(card))
+    write_dataset_manifest(root, stats.get("config", {}))
+    return {"documents": table.num_rows, "domains": domains, "files": len(read_manifest(root)["files"])}
 
 
 def verify(directory: str) -> list[str]:
-    """Every problem found, one line each; an empty list means the folder is intact."""
-
+    """Every problem found, one line each; an empty list means the folder is intact. Any artifact folder: every
+    file its manifest lists (size, sha256) and none it does not; a dataset: every Parquet file decoded and its
+    columns; a token folder: every shard's header, its tokenizer and its ids below the vocabulary."""
     root = Path(directory)
     if not root.is_dir():
         return [f"{directory}: not a folder"]
-    problems = []
-    manifest_path = root / MANIFEST
-    listed = {}
-    if manifest_path.is_file():
+    try:
+        manifest = read_manifest(root)
+    except ArtifactError as e:
+        return [str(e)]
+    found = [p.replace(str(root) + "/", "") for p in problems(root, manifest)]
+    found += [f"{rel}: not in the manifest" for rel in stray_files(root, manifest)]
+    if manifest["kind"] == "dataset":
+        found += _parquet_problems(root, manifest)
+    elif manifest["kind"] == "tokens":
+        found += _shard_problems(root, manifest)
+    return found
+
+
+def _parquet_problems(root: Path, manifest: dict) -> list[str]:
+    found = []
+    for rel in sorted(r for r in manifest["files"] if r.endswith(".parquet") and (root / r).is_file()):
         try:
-            listed = json.loads(manifest_path.read_text())["files"]
-        except (ValueError, KeyError) as e:
-            problems.append(f"{MANIFEST}: unreadable ({e})")
-        for rel, entry in sorted(listed.items()):
-            path = root / rel
-            if not path.is_file():
-                problems.append(f"{rel}: missing")
-            elif path.stat().st_size != entry["bytes"]:
-                problems.append(f"{rel}: {path.stat().st_size} bytes, manifest says {entry['bytes']}")
-            elif _sha256(path) != entry["sha256"]:
-                problems.append(f"{rel}: sha256 differs from the manifest (changed or corrupt)")
-        for path in sorted(root.rglob("*")):
-            rel = str(path.relative_to(root))
-            if path.is_file() and rel not in listed and path.name not in _SKIP and not rel.startswith("_"):
-                problems.append(f"{rel}: not in the manifest")
-    for path in sorted(root.rglob("*.parquet")):
-        rel = str(path.relative_to(root))
-        try:
-            schema = pq.read_table(path).schema          # every page decoded: a flipped byte shows here
+            schema = pq.read_table(root / rel).schema          # every page decoded: a flipped byte shows here
         except Exception as e:                     # any way a Parquet file can be broken
-            problems.append(f"{rel}: not readable Parquet ({type(e).__name__}: {str(e)[:120]})")
+            found.append(f"{rel}: not readable Parquet ({type(e).__name__}: {str(e)[:120]})")
             continue
         if rel.startswith(("data/", "domains/")):
             missing = [f.name for f in SCHEMA if f.name not in schema.names]
             if missing:
-                problems.append(f"{rel}: columns missing: {', '.join(missing)}")
-    for path in sorted(root.rglob("*.bin")):
+                found.append(f"{rel}: columns missing: {', '.join(missing)}")
+    return found
+
+
+def _shard_problems(root: Path, manifest: dict) -> list[str]:
+    found = []
+    vocab, tokenizer = manifest["provenance"].get("vocab_size"), manifest["provenance"].get("tokenizer_sha256")
+    for rel in sorted(r for r in manifest["files"] if r.endswith(".bin") and (root / r).is_file()):
         try:
-            read_header(path)
+            header = read_header(root / rel)
+            _, largest = scan_shard(root / rel)
         except ShardError as e:
-            problems.append(str(e).replace(str(root) + "/", ""))
-    if not listed and not any(root.rglob("*.parquet")) and not any(root.rglob("*.bin")):
-        problems.append(f"{directory}: no manifest, no Parquet files, no token shards")
-    return problems
+            found.append(str(e).replace(str(root) + "/", ""))
+            continue
+        if tokenizer and header.tokenizer_sha256 != tokenizer:
+            found.append(f"{rel}: made by another tokenizer than the folder's ({header.tokenizer_sha256[:12]}…)")
+        if vocab and largest >= vocab:
+            found.append(f"{rel}: token id {largest:,} is not below the vocabulary ({vocab:,})")
+    return found

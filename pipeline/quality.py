@@ -39,6 +39,8 @@ from pipeline.resources import FastTextModel, load_fasttext
 from pipeline.shared_data import shared_data_dir
 from pipeline.stage import ApplyFilter, DocDoFn, Ledger, Stage
 from pipeline.warc import Page, ReadConfig, open_raw, plan_chunks, read_chunk
+from training.artifacts import refuse_own_input, sha256_file
+from training.files import read_rows, write_atomic
 
 HUMAN_LABELS = ("text/dclm-human-quality-labels/majority_data.jsonl",
                 "text/dclm-human-quality-labels/agreement_data.jsonl")
@@ -222,9 +224,10 @@ def train_classifier(positives: list[str], negatives: list[str], output: str,
                    "auc": round(roc_auc(scores, labels), 4)}
     result = ClassifierResult(output, {"positive": len(pos), "negative": len(neg), "trained_on": len(used)}, metrics,
                          time.monotonic() - started)
-    card = {"positives": positives, "negatives": negatives, "counts": result.counts, "holdout": metrics,
+    card = {"sha256": sha256_file(output), "positives": positives, "negatives": negatives, "counts": result.counts,
+            "holdout": metrics,
             "config": cfg.__dict__, "normalisation": "filters.quality.normalize_for_fasttext"}
-    Path(output + ".json").write_text(json.dumps(card, indent=1))
+    write_atomic(output + ".json", json.dumps(card, indent=1))
     return result
 
 
@@ -244,22 +247,19 @@ def evaluate(model_path: str, labelled: list[str] = HUMAN_LABELS) -> dict[str, d
 
 
 def score_jsonl(model_path: str, source: str, target: str, field: str = "text") -> int:
-    """Copy JSONL `source` to `target` with `quality_score` added to each record; returns the count."""
+    """Copy JSONL `source` to `target` with `quality_score` added to each record; returns the count. The target
+    is written to a temporary file and renamed into place at the end: never half, never over the source."""
+    refuse_own_input(target, [source])
     model = load_classifier(model_path)
-    n = 0
-    opener = lambda p, mode: gzip.open(p, mode + "t", encoding="utf-8") if p.endswith(".gz") else \
-        open(p, mode, encoding="utf-8")
-    with opener(source, "r") as fin, opener(target, "w") as fout:
-        for number, line in enumerate(fin, 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if not isinstance(record.get(field), str):
-                raise ValueError(f"{source}:{number}: no string field {field!r}")
-            record["quality_score"] = round(quality_score(model, record[field]), 6)
-            fout.write(json.dumps(record, ensure_ascii=False) + "\n")
-            n += 1
-    return n
+    lines = []
+    for number, record in read_rows(source):
+        if not isinstance(record.get(field), str):
+            raise ValueError(f"{source}, line {number}: no string field {field!r}")
+        record["quality_score"] = round(quality_score(model, record[field]), 6)
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    data = "".join(lines).encode("utf-8")
+    write_atomic(target, gzip.compress(data) if target.endswith(".gz") else data)
+    return len(lines)
 
 
 # ---------------------------------------------------------------------------------------------- Beam stage

@@ -25,6 +25,7 @@ from filters.decontam import BenchmarkIndex, DecontamConfig
 from filters.language import LanguageConfig
 from filters.text import UNSPACED_LANGUAGES
 from pipeline.shared_data import shared_data_dir
+from training.artifacts import ArtifactError, sha256_file
 
 STOP_WORDS = "filters/stopwords/stopwords-iso.json"
 
@@ -51,9 +52,29 @@ def _must_exist(path: str, what: str) -> None:
 
 
 def load_fasttext(path: str):
+    """A fastText model, checked against the sha256 its card (MODEL.json beside it) recorded when it was trained:
+    fastText loads a half-written model without complaint and scores with it."""
     import fasttext  # C extension: loaded on the worker that needs the model
+    check_model_card(path)
     fasttext.FastText.eprint = lambda *args, **kwargs: None     # silence its load-time warning
-    return fasttext.load_model(path)
+    try:
+        return fasttext.load_model(path)
+    except Exception as e:          # fastText raises ValueError / RuntimeError on a file that is not a model
+        raise ArtifactError(f"{path}: not a fastText model ({type(e).__name__}: {str(e)[:100]})") from None
+
+
+def check_model_card(path: str) -> None:
+    """An ArtifactError if MODEL.json records a sha256 the model file no longer has (local files only)."""
+    card = Path(str(path) + ".json")
+    if "://" in str(path) or not card.is_file():
+        return
+    try:
+        recorded = json.loads(card.read_text()).get("sha256")
+    except ValueError:
+        raise ArtifactError(f"{card}: not readable JSON") from None
+    if recorded and sha256_file(path) != recorded:
+        raise ArtifactError(f"{path}: sha256 differs from the one {card} recorded when it was trained "
+                            f"(changed, truncated or corrupt)")
 
 
 # ---------------------------------------------------------------------------------------------- word lists
@@ -149,6 +170,7 @@ class FastTextModel:
         if not self.path:
             raise FileNotFoundError(f"{self.what}: no model given{self.hint}")
         _must_exist(self.path, self.what)
+        check_model_card(self.path)
 
     def __call__(self):
         return load_fasttext(self.path)

@@ -10,6 +10,7 @@ holds a copy of the tokenizer, so training needs only OUT.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -23,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.dataset import join, write_atomic
 from pipeline.runner import runner_options
+from training.artifacts import FolderLock, prepare_output, safe_name, sha256_file, write_manifest
 from training.shards import shard_bytes
 from training.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer
 
@@ -52,7 +54,7 @@ class TokenizeFileDoFn(beam.DoFn):
         rows = table.to_pylist()
         by_domain = defaultdict(list)
         for row in rows:
-            by_domain[row.get("domain") or "all"].append(row)
+            by_domain[safe_name(row.get("domain") or "all", f"domain label in {path}")].append(row)
         stem = path.rsplit("/", 1)[-1].removesuffix(".parquet")
         for domain, docs in sorted(by_domain.items()):
             encoded = self.tokenizer.encode_batch([d["text"] for d in docs])
@@ -84,35 +86,72 @@ class TokenizeDataset(beam.PTransform):
                 | "Tokenize" >> beam.ParDo(TokenizeFileDoFn(self.tokenizer_dir, self.output_dir)))
 
 
-def tokenize(dataset_dir: str, tokenizer_dir: str, output_dir: str, beam_args: list[str] = ()) -> dict:
-    """Run the job; returns (and writes as OUT/tokens.json) tokens and documents per domain."""
+def domains_of(files: list[str]) -> list[str]:
+    """The domain labels of the dataset's files, each checked to be a folder name that stays in the output."""
+    found = set()
+    for path in files:
+        with FileSystems.open(path) as fh:
+            data = io.BytesIO(fh.read())
+        if "domain" not in pq.read_schema(data).names:
+            found.add("all")
+            continue
+        for value in set(pq.read_table(data, columns=["domain"]).column("domain").to_pylist()):
+            found.add(safe_name(value or "all", f"domain label in {path}"))
+    return sorted(found)
+
+
+def tokenize(dataset_dir: str, tokenizer_dir: str, output_dir: str, beam_args: list[str] = (),
+             overwrite: bool = False) -> dict:
+    """Run the job; returns (and writes as OUT/tokens.json) tokens and documents per domain, and OUT/manifest.json
+    over every file it wrote (shards, indexes, the tokenizer's copy) with the tokenizer's and dataset's sha256."""
     started = time.monotonic()
     tokenizer = Tokenizer(tokenizer_dir)          # fail before the job if it is missing
     files = dataset_files(dataset_dir)
+    domains_of(files)                             # a label like ../../x fails here, before anything is written
+    local = "://" not in output_dir
+    if local:
+        prepare_output(output_dir, "tokens", [dataset_dir, tokenizer_dir], overwrite=overwrite)
     summary_path = join(output_dir, "_shards.jsonl")
-    with beam.Pipeline(options=runner_options(list(beam_args))) as p:
-        (p | "Tokenize" >> TokenizeDataset(files, tokenizer_dir, output_dir)
-         | "Json" >> beam.Map(json.dumps)
-         | "Summary" >> beam.io.WriteToText(summary_path, shard_name_template=""))
-    with FileSystems.open(summary_path) as fh:
-        shards = sorted((json.loads(line) for line in fh.read().decode().splitlines() if line.strip()),
-                        key=lambda s: s["file"])
-    FileSystems.delete([summary_path])
-    domains = defaultdict(lambda: {"tokens": 0, "documents": 0, "sequences": 0, "shards": 0})
-    for shard in shards:
-        entry = domains[shard["domain"]]
-        for key in ("tokens", "documents", "sequences"):
-            entry[key] += shard[key]
-        entry["shards"] += 1
-    result = {"dataset": dataset_dir, "tokenizer": tokenizer_dir, "tokenizer_sha256": tokenizer.sha256,
-              "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id, "domains": dict(sorted(domains.items())),
-              "tokens": sum(d["tokens"] for d in domains.values()), "shards": [s["file"] for s in shards],
-              "wall_s": round(time.monotonic() - started, 1)}
-    # a copy of the tokenizer beside the shards, so training and evaluation need only this folder
-
-    for name in (MODEL_FILE, CONFIG_FILE):
-        source = Path(tokenizer_dir) / name
-        if source.is_file():
-            write_atomic(join(output_dir, "tokenizer", name), source.read_bytes())
-    write_atomic(join(output_dir, "tokens.json"), json.dumps(result, indent=1).encode())
+    with FolderLock(output_dir) if local else contextlib.nullcontext():
+        with beam.Pipeline(options=runner_options(list(beam_args))) as p:
+            (p | "Tokenize" >> TokenizeDataset(files, tokenizer_dir, output_dir)
+             | "Json" >> beam.Map(json.dumps)
+             | "Summary" >> beam.io.WriteToText(summary_path, shard_name_template=""))
+        with FileSystems.open(summary_path) as fh:
+            shards = sorted((json.loads(line) for line in fh.read().decode().splitlines() if line.strip()),
+                            key=lambda s: s["file"])
+        FileSystems.delete([summary_path])
+        domains = defaultdict(lambda: {"tokens": 0, "documents": 0, "sequences": 0, "shards": 0})
+        for shard in shards:
+            entry = domains[shard["domain"]]
+            for key in ("tokens", "documents", "sequences"):
+                entry[key] += shard[key]
+            entry["shards"] += 1
+        result = {"dataset": dataset_dir, "tokenizer": tokenizer_dir, "tokenizer_sha256": tokenizer.sha256,
+                  "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id,
+                  "domains": dict(sorted(domains.items())), "tokens": sum(d["tokens"] for d in domains.values()),
+                  "shards": [s["file"] for s in shards], "wall_s": round(time.monotonic() - started, 1)}
+        # a copy of the tokenizer beside the shards, so training and evaluation need only this folder
+        copied = []
+        for name in (MODEL_FILE, CONFIG_FILE):
+            source = Path(tokenizer_dir) / name
+            if source.is_file():
+                write_atomic(join(output_dir, "tokenizer", name), source.read_bytes())
+                copied.append(f"tokenizer/{name}")
+        write_atomic(join(output_dir, "tokens.json"), json.dumps(result, indent=1).encode())
+        if local:
+            written = [s["file"] for s in shards] + [s["file"].removesuffix(".bin") + ".idx.parquet" for s in shards]
+            write_manifest(output_dir, "tokens", [*written, *copied, "tokens.json"],
+                           provenance={"tokenizer_sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size,
+                                       "eos_id": tokenizer.eos_id, "dataset": dataset_dir,
+                                       "dataset_sha256": dataset_fingerprint(dataset_dir)})
     return result
+
+
+def dataset_fingerprint(dataset_dir: str) -> str | None:
+    """The sha256 of the dataset's manifest (published) or its stats.json: what the tokens were made from."""
+    for name in ("manifest.json", "stats.json"):
+        path = Path(dataset_dir) / name
+        if path.is_file():
+            return sha256_file(path)
+    return None

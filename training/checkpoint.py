@@ -1,9 +1,12 @@
 """Checkpoints: everything exact resumption needs, written atomically, read with `weights_only=True`.
 
 ```
-RUN/checkpoints/step-000200/  model.pt  optimizer.pt  rng.pt  state.json  model.json
+RUN/checkpoints/step-000200/  model.pt  optimizer.pt  rng.pt  state.json  model.json  manifest.json
 RUN/checkpoints/latest        the name of the newest complete checkpoint
 ```
+Every file is fsynced and listed with its sha256 in the checkpoint's manifest before the folder is renamed into
+place: a checkpoint whose files do not match is refused by name, and `--resume` falls back to the newest one
+that checks out.
 `state.json` holds the step, tokens seen and the data position (batches are a function of the step: see
 training/data.py); `rng.pt` the torch CPU and CUDA generator states; `model.json` the ModelConfig, so a
 checkpoint loads on its own.
@@ -19,6 +22,8 @@ from pathlib import Path
 import torch
 
 from training.architectures import build
+from training.artifacts import MANIFEST, ArtifactError, problems, read_manifest, write_manifest
+from training.files import sync_folder, write_atomic
 from training.model import ModelConfig, Transformer
 
 
@@ -36,71 +41,128 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir: Path, model: Transformer, optimizer, state: dict, keep: int = 2) -> Path:
-    """Write RUN/checkpoints/step-N atomically (temp folder + rename), point `latest` at it, keep the newest
-    `keep` checkpoints."""
+    """Write RUN/checkpoints/step-N: every file fsynced, its manifest (sha256 of each) last, then the folder
+    renamed into place and `latest` pointed at it; the newest `keep` checkpoints of the run stay (the one just
+    written always does)."""
     root = Path(run_dir) / "checkpoints"
     name = f"step-{state['step']:06d}"
     tmp = root / f".{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    torch.save(model.state_dict(), tmp / "model.pt")
+    _save(model.state_dict(), tmp / "model.pt")
     if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / "model.json").write_text(json.dumps(asdict(model.cfg), indent=1))
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        _save(optimizer.state_dict(), tmp / "optimizer.pt")
+    _save(rng_state(), tmp / "rng.pt")
+    write_atomic(tmp / "model.json", json.dumps(asdict(model.cfg), indent=1))
+    write_atomic(tmp / "state.json", json.dumps(state, indent=1))
+    write_manifest(tmp, "checkpoint", [p.name for p in tmp.iterdir() if p.is_file()])
     final = root / name
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    pointer = root / ".latest.tmp"
-    pointer.write_text(name)
-    os.replace(pointer, root / "latest")
+    sync_folder(root)
+    write_atomic(root / "latest", name)
     if keep > 0:
-        for old in sorted(root.glob("step-*"))[:-keep]:
+        for old in [c for c in checkpoints(run_dir) if c.name != name][:-(keep - 1) or None]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
+def _save(obj, path: Path) -> None:
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's complete checkpoint folders, oldest first by step."""
+    root = Path(run_dir) / "checkpoints"
+    found = [p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def checkpoint_problems(path: Path) -> list[str]:
+    """Why a checkpoint folder cannot be trusted ([] if it can): its manifest, then every file's sha256."""
+    if not (path / MANIFEST).is_file():          # written before checkpoints had manifests: what can be checked
+        return [f"{path / name}: missing" for name in ("model.pt", "model.json", "state.json")
+                if not (path / name).is_file()]
+    try:
+        return problems(path, read_manifest(path, "checkpoint"))
+    except ArtifactError as e:
+        return [str(e)]
+
+
+def latest_checkpoint(run_dir: Path, log=print) -> Path | None:
+    """The newest intact checkpoint of a run: the one `latest` names if it checks out, else the newest that
+    does (said through `log`); None if there is none."""
     pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() else None
+    named = pointer.parent / pointer.read_text().strip() if pointer.is_file() else None
+    candidates = ([named] if named is not None else []) + [c for c in reversed(checkpoints(run_dir)) if c != named]
+    for candidate in candidates:
+        if not candidate.is_dir():
+            continue
+        bad = checkpoint_problems(candidate)
+        if not bad:
+            return candidate
+        if log:
+            log(f"[checkpoint] {candidate.name} is damaged ({bad[0]}); trying the one before it")
+    return None
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder from a checkpoint folder, a run folder, or RUN/checkpoints/latest."""
+    """A checkpoint folder from a checkpoint folder, a run folder, or RUN/checkpoints/latest, checked against
+    its manifest."""
     path = Path(path)
     if path.name == "latest" and path.is_file():
         path = path.parent / path.read_text().strip()
     if (path / "model.pt").is_file():
+        bad = checkpoint_problems(path)
+        if bad:
+            raise ArtifactError(f"checkpoint {path} is damaged: {bad[0]}")
         return path
-    found = latest_checkpoint(path)
+    found = latest_checkpoint(path, log=None)
     if found is None:
-        raise FileNotFoundError(f"{path}: not a checkpoint (model.pt) nor a run folder with checkpoints/latest")
+        if checkpoints(path):
+            raise ArtifactError(f"{path}: every checkpoint is damaged (checksums do not match their manifests)")
+        raise FileNotFoundError(f"{path}: not a checkpoint (model.pt) nor a run folder with checkpoints")
     return found
 
 
+def _load(path: Path, device="cpu"):
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:          # a truncated or foreign file: pickle, zip and torch errors all mean that
+        raise ArtifactError(f"{path}: not a readable checkpoint file ({type(e).__name__}: {str(e)[:100]})") from None
+
+
+def model_config(path: Path) -> ModelConfig:
+    try:
+        return ModelConfig(**json.loads((path / "model.json").read_text()))
+    except (ValueError, TypeError) as e:
+        raise ArtifactError(f"{path / 'model.json'}: not a model config ({e})") from None
+
+
 def load_model_weights(path: str | Path, device="cpu") -> Transformer:
-    """The language model of a checkpoint (or of a run folder's latest checkpoint); of a model with a scalar head
-    (PPO's policy, a reward model), its backbone."""
+    """The language model of a checkpoint (or of a run folder's latest intact checkpoint); of a model with a
+    scalar head (PPO's policy, a reward model), its backbone."""
     path = find_checkpoint(path)
-    cfg = ModelConfig(**json.loads((path / "model.json").read_text()))
-    model = build(cfg)
-    state = torch.load(path / "model.pt", map_location=device, weights_only=True)
+    model = build(model_config(path))
+    state = _load(path / "model.pt", device)
     if any(k.startswith("backbone.") for k in state):     # a policy with a value head, or a reward model
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ArtifactError(f"{path / 'model.pt'}: does not fit {path / 'model.json'} ({str(e)[:120]})") from None
     return model
 
 
 def load_checkpoint(path: Path, model: Transformer, optimizer, device) -> dict:
     """Restore model, optimiser and RNG states in place; returns state.json."""
-    model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
+    model.load_state_dict(_load(path / "model.pt", device))
     if optimizer is not None and (path / "optimizer.pt").is_file():
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
-    set_rng_state(torch.load(path / "rng.pt", map_location="cpu", weights_only=True))
+        optimizer.load_state_dict(_load(path / "optimizer.pt", device))
+    set_rng_state(_load(path / "rng.pt", "cpu"))
     return json.loads((path / "state.json").read_text())

@@ -148,3 +148,20 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] = (), 
     section.key=value` overrides: the one way every verb with a config reads it."""
     data = read_yaml(path) if path is not None else dict(base or {})
     return from_dict(cls, apply_overrides(data, list(overrides)), where=str(path or "config"))
+
+
+def at_least(cfg, minimum, *names: str) -> None:
+    """A ValueError naming the first of `names` whose value in `cfg` is below `minimum`."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def within(cfg, low, high, *names: str, low_open: bool = False, high_open: bool = False) -> None:
+    """A ValueError naming the first of `names` outside [low, high] (ends open as told)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value < low or (low_open and value == low) or value > high or (high_open and value == high):
+            raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}, "
+                             f"got {value}")

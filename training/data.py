@@ -12,12 +12,15 @@ the gradient accumulation.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from training.shards import open_tokens
+from training.artifacts import MANIFEST, ArtifactError, check, read_manifest
+from training.config import at_least
+from training.shards import HEADER_BYTES, open_tokens, read_header
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class DataConfig:
     def __post_init__(self):
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
+        at_least(self, 0, "val_tokens", "seed")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if any(w < 0 for w in {**self.weights, **self.decay_weights}.values()):
@@ -80,19 +84,46 @@ def _split_point(stream: DomainStream, fraction: float, eos_id: int) -> int:
     return target - look + int(ends[-1]) + 1 if len(ends) else target
 
 
+def listed_shards(directory: Path) -> list[str]:
+    """The shards of a token folder as its manifest lists them (each checked: size, sha256, ids below the
+    vocabulary), or, for folders from before manifests, as its tokens.json lists them: never what a glob finds,
+    so a shard left by an earlier run is not read."""
+    if (directory / MANIFEST).is_file():
+        manifest = read_manifest(directory, "tokens")
+        shards = [rel for rel in manifest["files"] if rel.endswith(".bin")]
+        check(directory, manifest, [rel for rel in manifest["files"] if rel.endswith((".bin", ".idx.parquet"))
+                                    or rel.startswith("tokenizer/")])
+        vocab = manifest["provenance"].get("vocab_size")
+        for rel in shards:
+            header = read_header(directory / rel)
+            if vocab and header.tokens:
+                largest = int(np.memmap(directory / rel, dtype=header.dtype, mode="r", offset=HEADER_BYTES,
+                                        shape=(header.tokens,)).max())
+                if largest >= vocab:
+                    raise ArtifactError(f"{directory / rel}: token id {largest:,} is not below the vocabulary "
+                                        f"({vocab:,}): not this tokenizer's shard")
+    elif (directory / "tokens.json").is_file():
+        shards = json.loads((directory / "tokens.json").read_text()).get("shards", [])
+    else:
+        raise FileNotFoundError(f"{directory}: not a token folder (no {MANIFEST} or tokens.json from "
+                                f"`refinery tokenize`)")
+    if not shards:
+        raise FileNotFoundError(f"{directory}: no token shards listed")
+    return shards
+
+
 class TokenData:
     """The domains of one token folder, split into train and held-out, sampled to weights."""
 
     def __init__(self, directory: str | Path, seq_len: int, weights: dict[str, float] | None = None,
                  val_fraction: float = 0.02, seed: int = 0, eos_id: int = 3):
         directory = Path(directory)
-        domains = sorted(d.name for d in directory.iterdir() if d.is_dir() and any(d.glob("*.bin"))) \
-            if directory.is_dir() else []
-        if not domains:
-            raise FileNotFoundError(f"no token shards under {directory} (expected <domain>/*.bin from "
-                                    f"`refinery tokenize`)")
+        by_domain: dict[str, list[Path]] = {}
+        for rel in listed_shards(directory):
+            by_domain.setdefault(rel.split("/")[0], []).append(directory / rel)
+        domains = sorted(by_domain)
         self.directory, self.seq_len, self.seed = directory, seq_len, seed
-        self.streams = {d: DomainStream(sorted((directory / d).glob("*.bin"))) for d in domains}
+        self.streams = {d: DomainStream(sorted(by_domain[d])) for d in domains}
         hashes = set().union(*(s.sha256 for s in self.streams.values()))
         if len(hashes) > 1:
             raise ValueError(f"{directory}: shards made by {len(hashes)} different tokenizers")

@@ -1,4 +1,4 @@
-"""Writing files so that nothing is lost or half-written: the one local atomic writer.
+"""Files: the one local atomic writer, and the one reader of JSON / JSONL rows that names the file and line.
 
 `write_atomic` writes to a temporary file in the same folder, fsyncs it, renames it over the target and fsyncs
 the folder: a reader (or a crash) sees the old file or the new one, never half of one. The curated dataset's
@@ -6,6 +6,8 @@ writer (pipeline/dataset.py) does the same through Beam's file systems for gs://
 """
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -40,3 +42,41 @@ def sync_folder(folder: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_rows(path: str | Path) -> list[tuple[int, dict]]:
+    """(line, row) of a JSON list or JSONL(.gz) file of objects; a bad line is an error naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            text = path.read_text(encoding="utf-8")
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    rows, unit = None, "line"
+    if text.lstrip().startswith("["):                     # one JSON list of objects (else JSONL whose rows are lists)
+        try:
+            rows, unit = list(enumerate(json.loads(text), 1)), "item"
+        except json.JSONDecodeError as e:
+            try:
+                json.loads(text.lstrip().splitlines()[0])
+            except json.JSONDecodeError:                  # not JSONL either: a broken list
+                raise ValueError(f"{path}, line {e.lineno}: not JSON ({e.msg})") from None
+    if rows is None:
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((number, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {number}: not JSON ({e.msg})") from None
+    for number, row in rows:
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, {unit} {number}: expected a JSON object, got {type(row).__name__}")
+    return rows

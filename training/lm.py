@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.artifacts import MANIFEST, ArtifactError
 from training.hf import load_model
 from training.losses import token_logprobs
 from training.model import Transformer
@@ -144,8 +145,10 @@ class LM:
         return total, scored
 
 
-def load_lm(spec: str | Path, tokenizer: str | None = None, device: str = "cpu", batch_size: int = 16) -> LM:
-    """Our run folder / checkpoint, an HF Llama folder, or a GGUF file, with its tokenizer."""
+def load_lm(spec: str | Path, tokenizer: str | None = None, device: str = "cpu", batch_size: int = 16,
+            other_tokenizer: bool = False) -> LM:
+    """Our run folder / checkpoint, an HF Llama folder, or a GGUF file, with its tokenizer. Ours must come with the
+    tokenizer its run recorded (sha256), unless `other_tokenizer` says to take `tokenizer` whatever it is."""
     path = Path(spec)
     model = load_model(path).to(device).eval()
     if path.suffix == ".gguf":
@@ -156,7 +159,7 @@ def load_lm(spec: str | Path, tokenizer: str | None = None, device: str = "cpu",
         from transformers import AutoTokenizer  # heavy, optional ([hf] extra): only for Hugging Face models
         tok = _HuggingFace(AutoTokenizer.from_pretrained(str(path)))
     else:
-        tok = _SentencePiece(Tokenizer(tokenizer or str(find_tokenizer(path))))
+        tok = _SentencePiece(checked_tokenizer(path, tokenizer, other_tokenizer))
     if tok.vocab_size > model.cfg.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size:,} ids, the model {model.cfg.vocab_size:,}")
     return LM(model=model, tokenizer=tok, name=path.name or str(path), batch_size=batch_size)
@@ -175,6 +178,37 @@ def find_tokenizer(path: str | Path) -> Path:
         if (folder / "tokenizer.model").is_file():
             return folder
     raise FileNotFoundError(f"{path}: cannot find its tokenizer; pass --tokenizer DIR")
+
+
+def recorded_tokenizer(path: str | Path) -> str | None:
+    """The sha256 of the tokenizer a run of ours was trained with, as its manifest (or, for runs from before
+    manifests, its token folder's tokens.json) records it; None if nothing records it."""
+    path = Path(path)
+    for folder in (path, path.parent, path.parent.parent):
+        manifest = folder / MANIFEST
+        if manifest.is_file():
+            data = json.loads(manifest.read_text())
+            if data.get("kind") == "run" and data.get("provenance", {}).get("tokenizer_sha256"):
+                return data["provenance"]["tokenizer_sha256"]
+        config = folder / "config.json"
+        if config.is_file():
+            tokens = json.loads(config.read_text()).get("data", {}).get("tokens")
+            summary = Path(tokens) / "tokens.json" if tokens else None
+            if summary is not None and summary.is_file():
+                return json.loads(summary.read_text()).get("tokenizer_sha256")
+    return None
+
+
+def checked_tokenizer(path: str | Path, tokenizer: str | None = None, other: bool = False) -> Tokenizer:
+    """The tokenizer for our model at `path` (`tokenizer`, else the one its run used), refused if its sha256 is
+    not the one the run recorded — another tokenizer of the same size loads without error and scores nonsense."""
+    chosen = Tokenizer(tokenizer or str(find_tokenizer(path)))
+    expected = recorded_tokenizer(path)
+    if expected and chosen.sha256 != expected and not other:
+        raise ArtifactError(f"{path} was trained with the tokenizer of sha256 {expected[:12]}…, but "
+                            f"{tokenizer or find_tokenizer(path)} holds {chosen.sha256[:12]}…: give the model's "
+                            f"own tokenizer, or --other-tokenizer to use this one anyway")
+    return chosen
 
 
 def bits_per_byte(nll: float, nbytes: int) -> float:

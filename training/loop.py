@@ -30,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.distributed as td
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from training.artifacts import LOCK, MANIFEST, FolderLock, prepare_output, write_manifest
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.config import at_least, within
+from training.files import write_atomic
 from training.model import collapsed_experts
 
 log = logging.getLogger("refinery.train")
@@ -61,6 +63,11 @@ class OptimConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        at_least(self, 0, "warmup_steps", "weight_decay", "grad_clip")
+        within(self, 0.0, 1.0, "min_lr_ratio")
+        within(self, 0.0, 1.0, "beta1", "beta2", high_open=True)
+        if self.eps <= 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
         if not 0 <= self.decay_fraction <= 1:
             raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
 
@@ -85,11 +92,12 @@ class RunConfig:
     peak_flops: float = 0.0         # for MFU where the device is not in the table (e.g. CPUs); 0 = unknown
     progress: bool = True
     threads: int = 0                # torch CPU threads; 0 = torch's default
+    overwrite: bool = False         # replace an earlier run in out_dir (only the files its manifest lists go)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        at_least(self, 1, "steps", "batch_size", "grad_accum", "log_every")
+        at_least(self, 0, "eval_every", "checkpoint_every", "keep_checkpoints", "seed", "stop_at_step", "threads",
+                 "peak_flops")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         if self.compile not in ("auto", "true", "false"):
@@ -161,9 +169,9 @@ def setup_distributed(device_kind: str) -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Distributed()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if not td.is_initialized():
+        td.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Distributed(td.get_rank(), td.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def pick_device(run: RunConfig, local_rank: int = 0) -> torch.device:
@@ -235,16 +243,39 @@ def torch_threads(n: int):
 
 def train(model, batches, objective, optim: OptimConfig, run: RunConfig, evaluate=None, config: dict | None = None,
           resume: bool = False, flops_per_token: float | None = None, after=None,
-          baselines: dict[str, float] | None = None) -> dict:
+          baselines: dict[str, float] | None = None, inputs: list = (), provenance: dict | None = None) -> dict:
     """Train `model` for run.steps optimiser steps; returns the summary also written to RUN/summary.json.
-    `baselines`: named bits-per-byte lines for the loss plot (pretraining's unigram)."""
-    with torch_threads(run.threads):
+    `baselines`: named bits-per-byte lines for the loss plot (pretraining's unigram). `inputs`: what the run
+    reads (the output may not be or hold one); `provenance`: recorded in the run's manifest (the tokenizer's
+    sha256, the data's and the starting model's)."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:                # the run folder is ours alone: checked, then locked while we write it
+        prepare_output(run.out_dir, "run", inputs, overwrite=run.overwrite, keep=resume)
+    with torch_threads(run.threads), (FolderLock(run.out_dir) if main else contextlib.nullcontext()):
         return _train(model, batches, objective, optim, run, evaluate, config, resume, flops_per_token, after,
-                      baselines)
+                      baselines, {**(provenance or {}), "inputs": [str(i) for i in inputs]})
+
+
+def write_run_manifest(out_dir: Path, provenance: dict, config: dict | None) -> None:
+    """RUN/manifest.json over what the run wrote so far; checkpoints' files taken from their own manifests."""
+    files, entries = [], {}
+    for path in sorted(out_dir.rglob("*")):
+        rel = path.relative_to(out_dir).as_posix()
+        if not path.is_file() or rel in (MANIFEST, LOCK) or any(part.endswith(".tmp") for part in path.parts):
+            continue
+        if rel.startswith("checkpoints/step-") and (path.parent / MANIFEST).is_file() and path.name != MANIFEST:
+            entries[rel] = json.loads((path.parent / MANIFEST).read_text())["files"].get(path.name)
+        if entries.get(rel) is None:
+            entries.pop(rel, None)
+            files.append(rel)
+    manifest = write_manifest(out_dir, "run", files, provenance, config or {})
+    if entries:
+        manifest["files"].update(entries)
+        write_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evaluate, config, resume: bool,
-           flops_per_token: float | None, after, baselines) -> dict:
+           flops_per_token: float | None, after, baselines, provenance: dict) -> dict:
     kind = run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dist = setup_distributed(kind)
     device = pick_device(run, dist.local_rank)
@@ -255,9 +286,9 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
     bf16 = run.dtype == "bfloat16" or (run.dtype == "auto" and device.type == "cuda")
     out_dir = Path(run.out_dir)
     if dist.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
         if config is not None:
-            (out_dir / "config.json").write_text(json.dumps(config, indent=1))
+            write_atomic(out_dir / "config.json", json.dumps(config, indent=1))
+        write_run_manifest(out_dir, provenance, config)
 
     model.to(device)
     optimizer = make_optimizer(model, optim, device)
@@ -270,9 +301,7 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
             _truncate_log(out_dir / "log.jsonl", step)
             print(f"[train] resumed from {found} (step {step:,}, {tokens:,} tokens)")
     elif resume:
-        raise FileNotFoundError(f"{out_dir}: no checkpoint to resume from")
-    elif dist.main and (out_dir / "log.jsonl").exists():
-        (out_dir / "log.jsonl").unlink()
+        raise FileNotFoundError(f"{out_dir}: no intact checkpoint to resume from")
 
     net = model
     if dist.world > 1:
@@ -301,6 +330,7 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
             save_checkpoint(out_dir, model, optimizer,
                             {"step": step, "tokens": tokens, "elapsed_s": round(elapsed, 3),
                              "data_position": {"step": step}}, keep=run.keep_checkpoints)
+            write_run_manifest(out_dir, provenance, config)
 
     def run_eval() -> str | None:
         """Evaluate and log; the reason to stop, if the evaluation gives one."""
@@ -409,11 +439,12 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
                    "final_eval": last_eval, "params": sum(p.numel() for p in model.parameters())}
         if after is not None:
             summary.update(after(model))
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_atomic(out_dir / "summary.json", json.dumps(summary, indent=1))
         try:
             plot_loss(log_path, out_dir / "loss.png", baselines)
         except Exception as e:       # a plot must not fail a finished run
             log.warning("loss plot not written: %s", e)
+        write_run_manifest(out_dir, provenance, config)
     if dist.world > 1:
         td.barrier()
     return summary

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from training.config import at_least
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -40,6 +42,11 @@ class ModelConfig:
     arch: str = "transformer"      # or "lstm": the recurrent baseline for scaling comparisons (training/lstm.py)
 
     def __post_init__(self):
+        at_least(self, 0, "vocab_size", "head_dim", "hidden_dim", "n_experts")
+        at_least(self, 1, "dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len")
+        at_least(self, 0.0, "balance_coef", "z_loss_coef", "init_std")
+        if self.rope_theta <= 0 or self.norm_eps <= 0:
+            raise ValueError(f"rope_theta and norm_eps must be > 0, got {self.rope_theta}, {self.norm_eps}")
         if self.dim % self.n_heads and not self.head_dim:
             raise ValueError(f"dim ({self.dim}) must be a multiple of n_heads ({self.n_heads}) or set head_dim")
         if self.n_heads % self.n_kv_heads:

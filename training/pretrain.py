@@ -61,6 +61,8 @@ def pretrain_objective(cfg: ModelConfig):
 
 
 def _tokenizer(tokens_dir: str):
+    if not Path(tokens_dir).is_dir():
+        raise FileNotFoundError(f"data.tokens: no such folder {tokens_dir} (make one with `refinery tokenize`)")
     here = Path(tokens_dir) / "tokenizer"
     if (here / "tokenizer.model").is_file():
         return Tokenizer(str(here))
@@ -116,8 +118,10 @@ def pretrain(cfg: TrainConfig, resume: bool = False) -> dict:
         print(f"[train] held out: {baseline['tokens']:,} tokens; unigram baseline {baseline['bpb']:.4f} bits/byte")
     config = {"model": asdict(cfg.model), "data": asdict(cfg.data), "optim": asdict(cfg.optim),
               "run": asdict(cfg.run)}
+    provenance = {"tokenizer_sha256": tokenizer.sha256, "tokens": cfg.data.tokens, "init_from": cfg.run.init_from}
     summary = train(model, batches, pretrain_objective(cfg.model), cfg.optim, cfg.run, evaluate=evaluate,
                     config=config, resume=resume, flops_per_token=model.flops_per_token(cfg.data.seq_len),
+                    inputs=[cfg.data.tokens, cfg.data.decay_tokens, cfg.run.init_from], provenance=provenance,
                     after=lambda m: {"unigram_bpb": baseline["bpb"] if baseline else None,
                                      "non_embedding_params": m.num_params(embedding=False)},
                     baselines={"unigram": baseline["bpb"]} if baseline else None)

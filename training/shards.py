@@ -17,6 +17,7 @@ here, copy 0, 1, ...).
 """
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,22 @@ def read_header(path: str | Path) -> ShardHeader:
         raise ShardError(f"{path}: {size} bytes, the header promises {HEADER_BYTES + tokens * width} "
                          f"({tokens:,} tokens): truncated or padded")
     return ShardHeader(width, tokens, documents, sha.hex())
+
+
+def scan_shard(path: str | Path) -> tuple[str, int]:
+    """(sha256 of the whole file, the largest token id in it), in one pass over the file."""
+    header = read_header(path)
+    digest, largest = hashlib.sha256(), -1
+    with open(path, "rb") as fh:
+        head = fh.read(HEADER_BYTES)
+        digest.update(head)
+        block_bytes = (1 << 22) - (1 << 22) % header.dtype_bytes
+        for block in iter(lambda: fh.read(block_bytes), b""):
+            digest.update(block)
+            tokens = np.frombuffer(block, dtype=header.dtype)
+            if len(tokens):
+                largest = max(largest, int(tokens.max()))
+    return digest.hexdigest(), largest
 
 
 def open_tokens(path: str | Path) -> tuple[ShardHeader, np.ndarray]:

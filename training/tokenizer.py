@@ -25,6 +25,9 @@ import numpy as np
 import pyarrow.dataset as pads
 import sentencepiece as spm
 
+from training.artifacts import ArtifactError, prepare_output, write_manifest
+from training.files import write_atomic
+
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|sep|>")
 MODEL_FILE, CONFIG_FILE = "tokenizer.model", "tokenizer.json"
 
@@ -52,13 +55,15 @@ def read_documents(inputs: list[str]):
         yield from (t for t in table.column("text").to_pylist() if t)
 
 
-def train_tokenizer(inputs: list[str], output_dir: str, cfg: TokenizerConfig = TokenizerConfig(), log=print) -> dict:
-    """Train on a sample of the documents of `inputs`; write tokenizer.model and tokenizer.json."""
+def train_tokenizer(inputs: list[str], output_dir: str, cfg: TokenizerConfig = TokenizerConfig(), log=print,
+                    overwrite: bool = False) -> dict:
+    """Train on a sample of the documents of `inputs`; write tokenizer.model, tokenizer.json and a manifest."""
     started = time.monotonic()
+    out = prepare_output(output_dir, "tokenizer", inputs, overwrite=overwrite)
     documents = list(read_documents(inputs))
+    if not documents:
+        raise ValueError(f"no text to train on in {', '.join(inputs)}")
     random.Random(cfg.seed).shuffle(documents)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     used_bytes = used_docs = 0
     lines = []                      # sentencepiece trains on lines: one line per paragraph
     for text in documents:
@@ -81,11 +86,19 @@ def train_tokenizer(inputs: list[str], output_dir: str, cfg: TokenizerConfig = T
         input_sentence_size=2_000_000, shuffle_input_sentence=True, seed_sentencepiece_size=1_000_000,
         max_sentence_length=1 << 16, num_threads=2, minloglevel=2)
     model_bytes = model.getvalue()
-    (out / MODEL_FILE).write_bytes(model_bytes)
+    write_atomic(out / MODEL_FILE, model_bytes)
     info = {"config": asdict(cfg), "inputs": inputs, "documents": used_docs, "bytes": used_bytes,
             "sha256": hashlib.sha256(model_bytes).hexdigest(), "wall_s": round(time.monotonic() - started, 1)}
-    (out / CONFIG_FILE).write_text(json.dumps(info, indent=1))
+    write_atomic(out / CONFIG_FILE, json.dumps(info, indent=1))
+    write_manifest(out, "tokenizer", [MODEL_FILE, CONFIG_FILE], provenance={"inputs": inputs}, config=asdict(cfg))
     return info
+
+
+def _recorded_sha256(card: Path) -> str | None:
+    try:
+        return json.loads(card.read_text()).get("sha256") if card.is_file() else None
+    except ValueError:
+        raise ArtifactError(f"{card}: not readable JSON") from None
 
 
 class Tokenizer:
@@ -96,10 +109,22 @@ class Tokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer at {directory} (expected {MODEL_FILE}; "
                                     f"`refinery tokenizer train` writes one)")
-        self.sp = spm.SentencePieceProcessor(model_file=str(path))
-        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        card = Path(directory) / CONFIG_FILE
+        recorded = _recorded_sha256(card)
+        if recorded and recorded != self.sha256:
+            raise ArtifactError(f"{path}: sha256 differs from the one {card} recorded when it was trained "
+                                f"(changed or corrupt)")
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=data)
+        except Exception as e:          # sentencepiece raises RuntimeError / OSError on a damaged model
+            raise ArtifactError(f"{path}: not a sentencepiece model ({type(e).__name__}: {str(e)[:100]})") from None
         self.pad_id, self.unk_id, self.bos_id, self.eos_id = 0, 1, 2, 3
         self.roles = {token: self.sp.piece_to_id(token) for token in ROLE_TOKENS}
+        if self.sp.get_piece_size() <= max(self.eos_id, *self.roles.values()) or \
+                self.unk_id in self.roles.values():
+            raise ArtifactError(f"{path}: not a tokenizer `refinery tokenizer train` made (no role tokens)")
 
     @property
     def vocab_size(self) -> int:

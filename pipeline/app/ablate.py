@@ -31,6 +31,7 @@ from pipeline.app.run import (
     curate_stage,
     eval_stage,
     machine,
+    own_folder,
     resolve_inputs,
     tokenize_stage,
     tokenizer_stage,
@@ -160,6 +161,7 @@ def mc_note(rows: list[dict], tasks: list[str], arms: list[str]) -> str:
 
 def ablate(opts: AblateOptions) -> dict:
     out = Path(opts.output)
+    own_folder(out, "ablation-run.json", "ablate")
     arms = arms_of(opts, out)
     paths = resolve_inputs(RunOptions(inputs=opts.inputs)) if any(a.config is not None for a in arms) else []
     if not opts.seeds:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from pipeline.app.common import non_negative_float, non_negative_int, positive_int, text, unit_interval
 from training.lm import load_lm
 from training.post.chat import reply
 
@@ -17,11 +18,11 @@ def configure(parser) -> None:
                           "starts over, /quit (or Ctrl-D) leaves. Our models use their role tokens; HF folders and "
                           "GGUF files their own chat template.")
     parser.add_argument("--model", required=True, metavar="MODEL")
-    parser.add_argument("--system", metavar="TEXT", help="a system message at the start of the conversation")
-    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N")
-    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
-    parser.add_argument("--top-k", type=int, default=0, metavar="K")
-    parser.add_argument("--top-p", type=float, default=0.95, metavar="P")
+    parser.add_argument("--system", type=text, metavar="TEXT", help="a system message at the start of the conversation")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=128, metavar="N")
+    parser.add_argument("--temperature", type=non_negative_float, default=0.7, help="0 = greedy (default 0.7)")
+    parser.add_argument("--top-k", type=non_negative_int, default=0, metavar="K")
+    parser.add_argument("--top-p", type=unit_interval, default=0.95, metavar="P")
     parser.add_argument("--seed", type=int, default=0)
 
 

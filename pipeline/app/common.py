@@ -59,7 +59,9 @@ def add_run_options(parser, model_help: str = "one of our runs or checkpoints") 
     parser.add_argument("--model", metavar="RUN_OR_CHECKPOINT", help=f"the model to start from: {model_help}")
     parser.add_argument("--output", metavar="DIR", help="the run folder to write")
     parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue a killed run from its last checkpoint (its saved config, then --set)")
+                        help="continue a killed run from its last intact checkpoint (its saved config, then --set)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in --output (only the files its manifest lists are removed)")
 
 
 def run_config(loader, args, overrides: list[str]):
@@ -71,4 +73,38 @@ def run_config(loader, args, overrides: list[str]):
         return loader(None, [*args.set, f"run.out_dir={args.resume}"], base=json.loads(saved.read_text()))
     if not args.model or not args.output:
         raise UsageError("give --model and --output (or --resume RUN_DIR)")
-    return loader(args.config, overrides)
+    return loader(args.config, [*overrides, *(["run.overwrite=true"] if args.overwrite else [])])
+
+
+# ---- argument types: a bad number is `argument --X: expected ..., got ...` (exit 2), never a traceback
+
+def _number(kind, test, expected: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    parse.__name__ = expected
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+unit_interval = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+open_unit_interval = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+port_number = _number(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
+at_least_two = _number(int, lambda v: v >= 2, "an integer >= 2")
+
+
+def text(value: str) -> str:
+    """Text from the command line, which must be UTF-8 (a path may be any bytes; a prompt or a name may not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not valid UTF-8: {value.encode('utf-8', 'surrogateescape')!r}") from None
+    return value

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.app.common import at_least_two, open_unit_interval, positive_int
 from training.eval.contamination import OrderTestConfig, lm_logprob, order_test, read_examples
 from training.lm import load_lm
 
@@ -21,11 +22,13 @@ def configure(parser) -> None:
                           "prefers the file's own order, i.e. it has seen the file).")
     parser.add_argument("--model", required=True, metavar="MODEL", help="run folder, checkpoint, HF folder or GGUF")
     parser.add_argument("--benchmark", required=True, metavar="FILE", help="one example per line (JSONL, CSV, text)")
-    parser.add_argument("--shards", type=int, default=20)
-    parser.add_argument("--permutations", type=int, default=10)
-    parser.add_argument("--limit", type=int, metavar="N", help="only the first N examples")
+    parser.add_argument("--shards", type=at_least_two, default=20)
+    parser.add_argument("--permutations", type=positive_int, default=10)
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N examples")
     parser.add_argument("--tokenizer", metavar="DIR")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level for the verdict")
+    parser.add_argument("--other-tokenizer", action="store_true",
+                        help="use --tokenizer even if it is not the one the model was trained with (sha256)")
+    parser.add_argument("--alpha", type=open_unit_interval, default=0.05, help="significance level for the verdict")
     parser.add_argument("--output", metavar="FILE.json")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -33,7 +36,9 @@ def configure(parser) -> None:
 def main(args, beam_args: list[str]) -> int:
     cfg = OrderTestConfig(shards=args.shards, permutations=args.permutations)
     examples = read_examples(args.benchmark)[:args.limit]
-    lm = load_lm(args.model, tokenizer=args.tokenizer)
+    if len(set(examples)) < 2:
+        raise ValueError(f"{args.benchmark}: every example is identical: there is no order to test")
+    lm = load_lm(args.model, tokenizer=args.tokenizer, other_tokenizer=args.other_tokenizer)
     bar = None if args.no_progress else tqdm(total=cfg.shards, desc="shards", unit="shard")
     result = order_test(lm_logprob(lm), examples, cfg, progress=bar.update if bar else None)
     if bar:

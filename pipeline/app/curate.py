@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from pipeline.app.common import BEAM_EPILOG, UsageError, add_config_options
+from pipeline.app.common import BEAM_EPILOG, UsageError, add_config_options, positive_int
 from pipeline.commoncrawl import CC_BASE, resolve_crawl
 from pipeline.config import load_config
 from pipeline.curate import active_stages, curate, dedup_stages, expand_inputs
@@ -28,7 +28,7 @@ def configure(parser) -> None:
     source.add_argument("--input", action="append", default=[], metavar="GLOB[,GLOB]",
                         help="WARC files: local paths or globs, gs://, s3://, https://; repeatable")
     source.add_argument("--crawl", metavar="CC-MAIN-YYYY-WW", help="a Common Crawl crawl by name")
-    source.add_argument("--warc-files", type=int, default=1, metavar="N",
+    source.add_argument("--warc-files", type=positive_int, default=1, metavar="N",
                         help="with --crawl: how many of its WARC files (default 1)")
     source.add_argument("--cc-base", default=None, metavar="URL",
                         help="with --crawl: where Common Crawl is read from (default https://data.commoncrawl.org/)")

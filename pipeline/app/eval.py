@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.app.common import split_list
+from pipeline.app.common import at_least_two, non_negative_int, positive_int, split_list
 from pipeline.shared_data import shared_data_dir
 from training.eval.evaluate import markdown_table, run_eval
 from training.eval.tasks import TASKS
@@ -23,21 +23,27 @@ def configure(parser) -> None:
                      "--limit 500 --output out/eval/smollm2.json")
     parser.add_argument("--model", required=True, metavar="MODEL")
     parser.add_argument("--tasks", required=True, metavar="LIST", help="comma-separated task names")
-    parser.add_argument("--limit", type=int, metavar="N", help="score the first N items of each task (MMLU: per subject)")
-    parser.add_argument("--shots", type=int, default=0, metavar="K", help="few-shot examples (default 0)")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="score the first N items of each task (MMLU: per subject)")
+    parser.add_argument("--shots", type=non_negative_int, default=0, metavar="K", help="few-shot examples (default 0)")
     parser.add_argument("--output", metavar="results.json", help="also write results (and a .md table beside)")
     parser.add_argument("--tokenizer", metavar="DIR", help="our tokenizer, when the model's run folder does not say")
-    parser.add_argument("--batch-size", type=int, default=16, metavar="B")
-    parser.add_argument("--window", type=int, metavar="T", help="wikitext: tokens per window (default: the model's context)")
-    parser.add_argument("--stride", type=int, metavar="S", help="wikitext: new tokens per window (default: window / 2)")
-    parser.add_argument("--text-bytes", type=int, metavar="B", help="wikitext: only its first B bytes")
+    parser.add_argument("--other-tokenizer", action="store_true",
+                        help="use --tokenizer even if it is not the one the model was trained with (sha256)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, metavar="B")
+    parser.add_argument("--window", type=at_least_two, metavar="T",
+                        help="wikitext: tokens per window (default: the model's context)")
+    parser.add_argument("--stride", type=positive_int, metavar="S",
+                        help="wikitext: new tokens per window (default: window / 2)")
+    parser.add_argument("--text-bytes", type=positive_int, metavar="B", help="wikitext: only its first B bytes")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def main(args, beam_args: list[str]) -> int:
     results = run_eval(args.model, split_list(args.tasks), shared_data_dir(), limit=args.limit, shots=args.shots,
                        tokenizer=args.tokenizer, batch_size=args.batch_size, window=args.window, stride=args.stride,
-                       text_bytes=args.text_bytes, progress=not args.no_progress)
+                       text_bytes=args.text_bytes, progress=not args.no_progress,
+                       other_tokenizer=args.other_tokenizer)
     table = markdown_table(results)
     print(table)
     if args.output:

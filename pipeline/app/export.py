@@ -6,8 +6,10 @@ refinery export --model out/run/train --output out/hf-model
 """
 from __future__ import annotations
 
+from training.artifacts import FolderLock, prepare_output, write_manifest
 from training.checkpoint import load_model_weights
 from training.hf import save_hf
+from training.lm import recorded_tokenizer
 
 
 def configure(parser) -> None:
@@ -15,11 +17,17 @@ def configure(parser) -> None:
                           "LlamaForCausalLM.from_pretrained(OUTPUT) loads it.")
     parser.add_argument("--model", "--checkpoint", dest="model", required=True, metavar="RUN_OR_CHECKPOINT",
                         help="one of our runs or checkpoints (--checkpoint: the earlier name of this option)")
-    parser.add_argument("--output", required=True, metavar="HF_DIR")
+    parser.add_argument("--output", required=True, metavar="HF_DIR", help="a new or empty folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier export there (only the files its manifest lists are removed)")
 
 
 def main(args, beam_args: list[str]) -> int:
     model = load_model_weights(args.model)
-    save_hf(model, args.output)
+    out = prepare_output(args.output, "hf-model", [args.model], overwrite=args.overwrite)
+    with FolderLock(out):
+        files = save_hf(model, out)
+        write_manifest(out, "hf-model", files, provenance={"source": args.model,
+                                                           "tokenizer_sha256": recorded_tokenizer(args.model)})
     print(f"[export] {model.num_params() / 1e6:.2f} M parameters -> {args.output} (config.json, model.safetensors)")
     return 0

@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.app.common import UsageError
+from pipeline.app.common import UsageError, non_negative_float, port_number, positive_int, text, unit_interval
+from training.artifacts import refuse_own_input
 from training.post.label import (
     DEFAULT_GUIDELINES,
     LOOPBACK,
@@ -52,13 +53,16 @@ def configure(parser) -> None:
                              "are saved to OUTPUT's stem + .responses.jsonl (reuse with --responses)")
     serve_.add_argument("--output", required=True, metavar="PAIRS.jsonl", help="judgements are appended here")
     serve_.add_argument("--guidelines", metavar="FILE", help="guidelines text shown on the page (default: built in)")
-    serve_.add_argument("--labeler", default=None, metavar="NAME", help="default labeler name (default: $USER)")
+    serve_.add_argument("--labeler", type=text, default=None, metavar="NAME",
+                        help="default labeler name (default: $USER)")
     serve_.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; others need --token)")
-    serve_.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
-    serve_.add_argument("--token", metavar="T", help="access token, required when --host is not loopback")
-    serve_.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="with --model (default 256)")
-    serve_.add_argument("--temperature", type=float, default=0.9, metavar="T", help="with --model (default 0.9)")
-    serve_.add_argument("--top-p", type=float, default=0.95, metavar="P", help="with --model (default 0.95)")
+    serve_.add_argument("--port", type=port_number, default=8765, help="0 picks a free port (default 8765)")
+    serve_.add_argument("--token", type=text, metavar="T", help="access token, required when --host is not loopback")
+    serve_.add_argument("--max-new-tokens", type=positive_int, default=256, metavar="N",
+                        help="with --model (default 256)")
+    serve_.add_argument("--temperature", type=non_negative_float, default=0.9, metavar="T",
+                        help="with --model (default 0.9)")
+    serve_.add_argument("--top-p", type=unit_interval, default=0.95, metavar="P", help="with --model (default 0.95)")
     serve_.add_argument("--seed", type=int, default=0, help="response seeds are SEED + 2i and SEED + 2i + 1")
     serve_.add_argument("--generate-only", action="store_true",
                         help="with --model: write the responses file and exit")
@@ -82,6 +86,11 @@ def serve_main(args) -> int:
         raise UsageError(f"--host {args.host} is reachable from other machines; give --token "
                          "(e.g. --token $(python -c 'import secrets; print(secrets.token_urlsafe())'))")
     output = Path(args.output)
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a folder; give the JSONL file the judgements go to")
+    if not output.parent.is_dir():
+        raise UsageError(f"--output {output}: its folder {output.parent} does not exist")
+    refuse_own_input(output, [args.responses or "", args.prompts or "", args.guidelines or ""])
     guidelines = Path(args.guidelines).read_text(encoding="utf-8") if args.guidelines else DEFAULT_GUIDELINES
     if args.model:
         prompts = read_prompts(args.prompts)

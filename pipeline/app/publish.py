@@ -6,6 +6,7 @@ refinery publish out/sample --license odc-by
 """
 from __future__ import annotations
 
+from pipeline.app.common import text
 from pipeline.publish import publish
 
 
@@ -14,8 +15,8 @@ def configure(parser) -> None:
                           "per domain; the funnel and the config used), per-domain Parquet files and manifest.json "
                           "(sha256 of every file).")
     parser.add_argument("dataset", metavar="DATASET_DIR")
-    parser.add_argument("--license", default="other", help="the card's license field (default: other)")
-    parser.add_argument("--name", help="the card's pretty name (default: the folder's name)")
+    parser.add_argument("--license", type=text, default="other", help="the card's license field (default: other)")
+    parser.add_argument("--name", type=text, help="the card's pretty name (default: the folder's name)")
 
 
 def main(args, beam_args: list[str]) -> int:

@@ -12,7 +12,7 @@ import dataclasses
 
 from filters.quality import DEFAULT_NEGATIVES, DEFAULT_POSITIVES
 from pipeline import quality
-from pipeline.app.common import UsageError
+from pipeline.app.common import UsageError, positive_int
 
 
 def configure(parser) -> None:
@@ -30,7 +30,7 @@ def configure(parser) -> None:
     train.add_argument("--negative", action="append", metavar="PATH", help="repeatable; default: see below")
     train.add_argument("--field", help="JSON field holding the text (default: text, articleBody, output, content)")
     train.add_argument("--output", required=True, metavar="MODEL.bin")
-    train.add_argument("--epoch", type=int, default=20, help="training epochs (default 20)")
+    train.add_argument("--epoch", type=positive_int, default=20, help="training epochs (default 20)")
     train.add_argument("--eval", action="store_true", help="also report AUC against DCLM's human labels")
     evaluate = actions.add_parser("eval", help="AUC of a model against human quality labels",
                                   description="AUC, precision and recall at 0.5 of the model's score against "

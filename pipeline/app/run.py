@@ -39,6 +39,7 @@ from pipeline.curate import curate, expand_inputs
 from pipeline.dataset import write_atomic
 from pipeline.shared_data import shared_data_dir
 from pipeline.tokenize import tokenize
+from training.artifacts import ArtifactError
 from training.checkpoint import latest_checkpoint
 from training.eval.evaluate import markdown_table, run_eval
 from training.eval.tasks import load_task
@@ -152,7 +153,16 @@ def _read(path: str) -> str:
         return ""
 
 
+def own_folder(out: Path, marker: str, what: str) -> None:
+    """Refuse an output folder that holds something and is not one of this command's (no `marker` file): the
+    stages below replace their own subfolders, and must never touch anything else."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir()) and not (out / marker).is_file()):
+        raise ArtifactError(f"{out}: not empty and not a folder `refinery {what}` wrote (no {marker}); nothing there "
+                            f"is touched: choose an empty or new folder")
+
+
 def _fresh(*paths: Path) -> None:
+    """Remove a stage's previous output, inside a run folder this command owns (own_folder checked it)."""
     for path in paths:
         if path.is_dir():
             shutil.rmtree(path)
@@ -279,6 +289,7 @@ def run(opts: RunOptions, argv: list[str] = ()) -> dict:
     """Every stage in order (skipping complete ones under `resume`); then DIR/report.html. Returns run.json's
     record. Raises ValueError / FileNotFoundError / ConfigError before any work, StageError during it."""
     out = Path(opts.output)
+    own_folder(out, "run.json", "run")
     quality_model = opts.quality_model if opts.quality else ""
     cfg = curate_config(opts.config, quality_model)             # bad config, missing input: fail before work
     paths = resolve_inputs(opts)

@@ -7,7 +7,15 @@ refinery scaling cost --params 400e9 --tokens 15.6e12 --gpus 16000 --mfu 0.4
 """
 from __future__ import annotations
 
-from pipeline.app.common import UsageError, split_list
+from pipeline.app.common import (
+    UsageError,
+    at_least_two,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    split_list,
+    unit_interval,
+)
 from training.eval import scaling_runs
 from training.eval.scaling import CostAssumptions, training_cost
 
@@ -21,8 +29,9 @@ def configure(parser) -> None:
     sweep.add_argument("--budgets", default="50000,100000,200000", metavar="LIST", help="training tokens per run")
     sweep.add_argument("--sizes", default="transformer:32x2,transformer:64x2,transformer:128x3,lstm:32x1,lstm:64x1,"
                                           "lstm:128x2", metavar="LIST", help="arch:DIMxLAYERS, comma-separated")
-    sweep.add_argument("--lr", type=float, default=3e-3)
-    sweep.add_argument("--val-tokens", type=int, default=32768, metavar="N", help="held-out tokens per evaluation")
+    sweep.add_argument("--lr", type=positive_float, default=3e-3)
+    sweep.add_argument("--val-tokens", type=positive_int, default=32768, metavar="N",
+                       help="held-out tokens per evaluation")
     fit = actions.add_parser("fit", help="fit L(N, D) = E + A/N^a + B/D^b to a sweep; compute-optimal N*, D*")
     fit.add_argument("directory", metavar="SWEEP_DIR")
     fit.add_argument("--budget", type=float, metavar="FLOPS", help="also give the compute-optimal N*, D* for it")
@@ -31,22 +40,22 @@ def configure(parser) -> None:
     lr.add_argument("--output", required=True, metavar="DIR")
     lr.add_argument("--widths", default="32,64,128")
     lr.add_argument("--lrs", default="0.001,0.003,0.01,0.03")
-    lr.add_argument("--target-width", type=int, default=256)
+    lr.add_argument("--target-width", type=positive_int, default=256)
     mix = actions.add_parser("mix", help="data-mixing law from a few runs; writes a mix config for refinery curate")
     mix.add_argument("--tokens", required=True, metavar="TOKENS_DIR")
     mix.add_argument("--output", required=True, metavar="DIR")
     mix.add_argument("--domains", required=True, metavar="LIST", help="comma-separated domains to mix")
-    mix.add_argument("--runs", type=int, default=8)
+    mix.add_argument("--runs", type=at_least_two, default=8)
     cost = actions.add_parser("cost", help="FLOPs, GPU-hours, days, cost, energy and CO2e of a training run")
-    cost.add_argument("--params", type=float, required=True, metavar="N")
-    cost.add_argument("--tokens", type=float, required=True, metavar="D")
-    cost.add_argument("--gpus", type=int, required=True, metavar="G")
-    cost.add_argument("--mfu", type=float, required=True, metavar="M", help="model FLOPs utilisation, 0-1")
-    cost.add_argument("--price-per-gpu-hour", type=float, default=2.0, metavar="USD")
-    cost.add_argument("--peak-flops", type=float, default=989e12, help="per GPU (default H100 bf16 dense)")
-    cost.add_argument("--gpu-watts", type=float, default=700.0)
-    cost.add_argument("--pue", type=float, default=1.1)
-    cost.add_argument("--kg-co2e-per-kwh", type=float, default=0.39)
+    cost.add_argument("--params", type=positive_float, required=True, metavar="N")
+    cost.add_argument("--tokens", type=positive_float, required=True, metavar="D")
+    cost.add_argument("--gpus", type=positive_int, required=True, metavar="G")
+    cost.add_argument("--mfu", type=unit_interval, required=True, metavar="M", help="model FLOPs utilisation, 0-1")
+    cost.add_argument("--price-per-gpu-hour", type=non_negative_float, default=2.0, metavar="USD")
+    cost.add_argument("--peak-flops", type=positive_float, default=989e12, help="per GPU (default H100 bf16 dense)")
+    cost.add_argument("--gpu-watts", type=non_negative_float, default=700.0)
+    cost.add_argument("--pue", type=positive_float, default=1.1)
+    cost.add_argument("--kg-co2e-per-kwh", type=non_negative_float, default=0.39)
 
 
 def _sizes(text: str) -> list[tuple[str, int, int]]:

@@ -20,10 +20,13 @@ def configure(parser) -> None:
     parser.add_argument("--input", required=True, metavar="DATASET_DIR", help="a curated dataset (or its data/)")
     parser.add_argument("--tokenizer", required=True, metavar="TOK_DIR", help="from `refinery tokenizer train`")
     parser.add_argument("--output", required=True, metavar="TOKENS_DIR")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier token folder there (only the files its manifest lists are removed)")
 
 
 def main(args, beam_args: list[str]) -> int:
-    result = tokenize(args.input.rstrip("/"), args.tokenizer, args.output.rstrip("/"), beam_args)
+    result = tokenize(args.input.rstrip("/"), args.tokenizer, args.output.rstrip("/"), beam_args,
+                      overwrite=args.overwrite)
     for domain, d in result["domains"].items():
         print(f"[tokenize] {domain:<10} {d['tokens']:>12,} tokens  {d['documents']:>8,} documents  "
               f"{d['shards']:>4} shards")

@@ -6,7 +6,7 @@ refinery tokenizer train --input out/sample --vocab-size 16000 --output out/toke
 """
 from __future__ import annotations
 
-from pipeline.app.common import dataset_data
+from pipeline.app.common import dataset_data, positive_int
 from training.tokenizer import TokenizerConfig, train_tokenizer
 
 
@@ -17,8 +17,8 @@ def configure(parser) -> None:
     train = actions.add_parser("train", help="train on curated Parquet datasets")
     train.add_argument("--input", action="append", required=True, metavar="DATASET_DIR",
                        help="a curated dataset folder (or its data/, or a Parquet file); repeatable")
-    train.add_argument("--vocab-size", type=int, default=16_000, metavar="N", help="pieces (default 16,000)")
-    train.add_argument("--sample-bytes", type=int, default=200_000_000, metavar="B",
+    train.add_argument("--vocab-size", type=positive_int, default=16_000, metavar="N", help="pieces (default 16,000)")
+    train.add_argument("--sample-bytes", type=positive_int, default=200_000_000, metavar="B",
                        help="train on at most this much text (default 200 MB)")
     train.add_argument("--output", required=True, metavar="TOK_DIR")
 

@@ -24,7 +24,10 @@ def configure(parser) -> None:
     add_config_options(parser, "--set optim.lr=1e-3 --set run.steps=100",
                        "YAML with model / data / optim / run sections (configs/train-sample.yaml documents every key)")
     parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR from its latest checkpoint (its saved config, then --set)")
+                        help="continue the run in RUN_DIR from its latest intact checkpoint (its saved config, then "
+                             "--set)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in run.out_dir (only the files its manifest lists are removed)")
 
 
 def main(args, beam_args: list[str]) -> int:
@@ -35,7 +38,7 @@ def main(args, beam_args: list[str]) -> int:
         cfg = load_train_config(args.config, [*args.set, f"run.out_dir={args.resume}"],
                                 base=json.loads(saved.read_text()))
     else:
-        cfg = load_train_config(args.config, args.set)
+        cfg = load_train_config(args.config, [*args.set, *(["run.overwrite=true"] if args.overwrite else [])])
     summary = pretrain(cfg, resume=bool(args.resume))
     if summary:
         final = summary.get("final_eval") or {}

@@ -6,6 +6,8 @@ refinery verify out/sample
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.publish import verify
 
 
@@ -16,6 +18,8 @@ def configure(parser) -> None:
 
 
 def main(args, beam_args: list[str]) -> int:
+    if not Path(args.directory).is_dir():
+        raise FileNotFoundError(f"no such folder: {args.directory}")
     problems = verify(args.directory)
     for problem in problems:
         print(f"[verify] {problem}")

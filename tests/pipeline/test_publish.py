@@ -62,4 +62,4 @@ def test_verify_catches_a_truncated_token_shard(published, tmp_path, capsys):
 
 def test_publish_needs_a_curated_folder(tmp_path):
     assert main(["publish", str(tmp_path)]) == 2
-    assert main(["verify", str(tmp_path / "none")]) == 1
+    assert main(["verify", str(tmp_path / "none")]) == 2   # not there: a usage error

@@ -109,6 +109,7 @@ def test_report_escapes_text(tiny_run, tmp_path):
 def test_resume_reuses_complete_stages_and_a_failing_stage_names_itself(tiny_run, crawl_slice, tmp_path, capsys):
     _, out = tiny_run
     shutil.copytree(out / "curated", tmp_path / "curated")
+    shutil.copy(out / "run.json", tmp_path / "run.json")          # what marks the folder as an earlier run's
     code = main(["run", "configs/sample.yaml", "--output", str(tmp_path), "--input", crawl_slice, "--no-quality",
                  "--resume", *TINY, "--vocab-size", "100000"])      # far more pieces than 100 pages hold
     assert code == 1

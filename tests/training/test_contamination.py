@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.app.cli import main
+from training.artifacts import read_manifest, write_manifest
 from training.eval.contamination import OrderTestConfig, order_test, read_examples
 from training.shards import shard_bytes
 from training.tokenizer import Tokenizer
@@ -24,6 +25,9 @@ def tokens_with_copa(sample_tokens, data, tmp_path_factory):
     (root / "bench").mkdir()
     (root / "bench/copa.bin").write_bytes(shard_bytes([ids] * 40, tokenizer.eos_id, tokenizer.vocab_size,
                                                       tokenizer.sha256))
+    sample = read_manifest(sample_tokens, "tokens")      # training reads the shards a manifest lists
+    listed = [f for f in sample["files"] if (root / f).is_file()]
+    write_manifest(root, "tokens", [*listed, "bench/copa.bin"], sample["provenance"])
     return root
 
 

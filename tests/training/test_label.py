@@ -209,6 +209,13 @@ def test_judge_and_undo_requests(items, tmp_path):
     assert client.post("/api/judge", json={"item": "nope", "choice": "tie"}).status_code == 400
     assert client.post("/api/judge", json={"item": items[1].id, "choice": "best"}).status_code == 400
     assert client.post("/api/judge", data={"item": items[1].id, "choice": "tie"}).status_code == 415  # a form post
+    as_json = {"Content-Type": "application/json"}
+    assert client.post("/api/judge", data="{not json", headers=as_json).status_code == 400
+    assert client.post("/api/judge", data="[" * 100_000 + "]" * 100_000, headers=as_json).status_code in (400, 413)
+    assert client.post("/api/judge", data="[" * 20_000 + "]" * 20_000, headers=as_json).status_code == 400  # deep
+    assert client.post("/api/judge", data='["a list"]', headers=as_json).status_code == 400
+    big = json.dumps({"item": items[1].id, "choice": "tie", "pad": "x" * 30_000_000})
+    assert client.post("/api/judge", data=big, headers=as_json).status_code == 413       # a 30 MB body
     assert client.get("/api/state?labeler=").status_code == 200                        # empty: the default
     assert client.get(f"/api/state?labeler={'x' * 65}").status_code == 400
     assert len(log.rows()) == 1

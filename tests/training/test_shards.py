@@ -51,9 +51,9 @@ def test_repeats_are_written_out(tmp_path, tokenizer_dir):
              "warc_record_id": "a", "warc_offset": 0},
             {"id": "b", "text": "Second one.", "domain": "news", "repeat": None, "warc_file": "f",
              "warc_record_id": "b", "warc_offset": 1}]
-    (tmp_path / "data").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data" / "x.parquet")
-    assert main(["tokenize", "--input", str(tmp_path), "--tokenizer", tokenizer_dir, "--output",
+    (tmp_path / "dataset" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "dataset" / "data" / "x.parquet")
+    assert main(["tokenize", "--input", str(tmp_path / "dataset"), "--tokenizer", tokenizer_dir, "--output",
                  str(tmp_path / "t")]) == 0
     index = pq.read_table(tmp_path / "t" / "news" / "x.idx.parquet").to_pylist()
     assert [(r["id"], r["copy"]) for r in index] == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]

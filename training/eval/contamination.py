@@ -56,6 +56,8 @@ def order_test(logprob, examples: list[str], cfg: OrderTestConfig = OrderTestCon
     differences (canonical minus mean shuffled)."""
     if len(examples) < 2 * cfg.shards:
         raise ValueError(f"{len(examples)} examples: too few for {cfg.shards} shards of at least 2")
+    if len(set(examples)) < 2:
+        raise ValueError("every example is the same line: there is no order to test")
     rng = random.Random(cfg.seed)
     bounds = [round(i * len(examples) / cfg.shards) for i in range(cfg.shards + 1)]
     diffs = []
@@ -65,8 +67,10 @@ def order_test(logprob, examples: list[str], cfg: OrderTestConfig = OrderTestCon
         shuffled = []
         for _ in range(cfg.permutations):
             order = shard[:]
-            while order == shard:
+            for _ in range(100):            # an order other than the file's, where the shard has one
                 rng.shuffle(order)
+                if order != shard or len(set(shard)) < 2:
+                    break
             shuffled.append(logprob(cfg.separator.join(order)))
         diffs.append(canonical - sum(shuffled) / len(shuffled))
         if progress is not None:

@@ -64,12 +64,13 @@ def text_bpb(lm, text: str, window: int | None = None, stride: int | None = None
 
 def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, shots: int = 0,
              tokenizer: str | None = None, batch_size: int = 16, window: int | None = None,
-             stride: int | None = None, text_bytes: int | None = None, progress: bool = True, log=print) -> dict:
+             stride: int | None = None, text_bytes: int | None = None, progress: bool = True, log=print,
+             other_tokenizer: bool = False) -> dict:
     """Evaluate `model` on `tasks` (names from training/eval/tasks.py, plus `wikitext` for bits per byte)."""
 
     data_dir = Path(data_dir)
     started = time.monotonic()
-    lm = load_lm(model, tokenizer=tokenizer, batch_size=batch_size)
+    lm = load_lm(model, tokenizer=tokenizer, batch_size=batch_size, other_tokenizer=other_tokenizer)
     log(f"[eval] {model}: {lm.model.num_params() / 1e6:.1f} M parameters, context {lm.max_length}")
     results = {}
     for name in tasks:

@@ -13,11 +13,10 @@ Every reader names the file and line of a row it cannot use.
 """
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from pathlib import Path
 
+from training.files import read_rows
 from training.losses import IGNORE
 
 ROLE_MARKERS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
@@ -25,40 +24,6 @@ _TURN = re.compile(r"\n\n(Human|Assistant): ")
 
 
 # ---------------------------------------------------------------------------------------------- files
-
-def read_rows(path: str | Path) -> list[tuple[int, dict]]:
-    """(line, row) of a JSON list or JSONL(.gz) file of objects; a bad line is an error naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rt", encoding="utf-8") as fh:
-                text = fh.read()
-        else:
-            text = path.read_text(encoding="utf-8")
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    if text.lstrip().startswith("["):
-        try:
-            rows = list(enumerate(json.loads(text), 1))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {e.lineno}: not JSON ({e.msg})") from None
-    else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((number, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}, line {number}: not JSON ({e.msg})") from None
-    for number, row in rows:
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-    return rows
-
 
 def _text(value, path, number: int, key: str) -> str:
     if not isinstance(value, str):
@@ -115,7 +80,10 @@ def read_pairs(paths: list[str | Path]) -> list[tuple[list[dict], list[dict]]]:
     """(chosen, rejected) conversations; rows `refinery label` marks tie or skip are not pairs."""
     pairs = []
     for path in paths:
-        for number, row in read_rows(path):
+        rows = read_rows(path)
+        if not rows:
+            raise ValueError(f"{path}: no preference pairs in it (empty)")
+        for number, row in rows:
             if row.get("label") in ("tie", "skip"):
                 continue
             if "chosen" not in row or "rejected" not in row:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from training.config import load_config
+from training.config import at_least, load_config
 from training.loop import OptimConfig, RunConfig, eval_ends, train
 from training.losses import dpo_loss, sequence_logprobs
 from training.post.batches import EpochBatches
@@ -110,6 +110,10 @@ class LengthCheck:
     temperature: float = 0.7
     seed: int = 0
 
+    def __post_init__(self):
+        at_least(self, 0, "prompts", "temperature", "seed")
+        at_least(self, 1, "max_new_tokens")
+
 
 @dataclass(frozen=True)
 class DPOConfig:
@@ -188,4 +192,5 @@ def train_dpo(cfg: DPOConfig, resume: bool = False, log=print) -> dict:
     model.train()
     batches = EpochBatches(train_set, cfg.run.batch_size, lambda rows: collate_preferences(rows, pad), cfg.data.seed)
     return train(model, batches, dpo_objective(cfg.beta, cfg.variant, average), cfg.optim, cfg.run,
-                 evaluate=evaluate, config=config, resume=resume, after=after)
+                 evaluate=evaluate, config=config, resume=resume, after=after, inputs=[cfg.model, *cfg.data.pairs],
+                 provenance=policy.provenance)

@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 
 import torch
 
-from training.files import write_atomic
+from training.files import read_rows, write_atomic
 from training.generate import generate
 from training.post import conversation
 from training.post.policy import load_policy
@@ -37,6 +37,7 @@ from training.post.policy import load_policy
 LABELS = ("a", "b", "tie", "skip")       # what a row's "label" holds; a / b: the item's responses, not screen sides
 CHOICES = ("left", "right", "tie", "skip")   # what the page sends
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+MAX_REQUEST_BYTES = 64 * 1024       # a judgement is ~100 bytes; anything far bigger is not one
 PAGE_DIR = Path(__file__).with_name("label_page")
 TOKEN_COOKIE, TOKEN_HEADER = "refinery_label_token", "X-Refinery-Token"
 DEFAULT_GUIDELINES = """\
@@ -79,7 +80,7 @@ def read_items(path: str | Path) -> list[Item]:
     """Items from JSONL rows {"prompt", "a", "b"} or {"prompt", "responses": [a, b]}, each with an optional "id";
     an exact repeat of an earlier item is dropped."""
     items, seen = [], set()
-    for i, row in conversation.read_rows(path):
+    for i, row in read_rows(path):
         responses = row.get("responses") or [row.get("a"), row.get("b")]
         if not isinstance(row.get("prompt"), str) or not isinstance(responses, list) or len(responses) != 2 \
                 or not all(isinstance(r, str) for r in responses):
@@ -156,16 +157,7 @@ class JudgementLog:
         self.lock = threading.Lock()
 
     def rows(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        rows = []
-        for i, line in enumerate(self.path.read_text(encoding="utf-8").splitlines()):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{self.path}, line {i + 1}: not JSON ({e.msg}); fix or remove that line") from None
-        return rows
+        return [row for _, row in read_rows(self.path)] if self.path.is_file() else []
 
     def judged(self, labeler: str) -> set[str]:
         return {r.get("item") for r in self.rows() if r.get("labeler") == labeler}
@@ -207,7 +199,18 @@ def create_app(items: list[Item], log: JudgementLog, guidelines: str = DEFAULT_G
     cookie, or ?token= once, which sets the cookie); without, only loopback Host headers are served."""
     from flask import Flask, jsonify, redirect, request  # optional: only when the page is served
     app = Flask(__name__, static_folder=str(PAGE_DIR), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES          # a larger body is refused with 413
     by_id = {x.id: x for x in items}
+
+    def body() -> dict:
+        """The request's JSON object; anything else (malformed, too deeply nested, not an object) is a 400."""
+        try:
+            value = json.loads(request.get_data(cache=False) or b"{}")
+        except (ValueError, RecursionError, UnicodeDecodeError):
+            raise ValueError("the request body is not JSON (expected an object {item, choice})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object {{item, choice}}, got {type(value).__name__}")
+        return value
 
     def ok_token(value: str | None) -> bool:
         return bool(value) and hmac.compare_digest(value.encode(), token.encode())
@@ -275,25 +278,27 @@ def create_app(items: list[Item], log: JudgementLog, guidelines: str = DEFAULT_G
 
     @app.post("/api/judge")
     def judge():
-        body = request.get_json()        # JSON only: a cross-site form post cannot send it without a preflight
+        if not request.is_json:          # JSON only: a cross-site form post cannot send it without a preflight
+            return jsonify(error="expected Content-Type: application/json"), 415
 
         def record(name):
-            if not isinstance(body, dict):
-                raise ValueError(f"expected a JSON object {{item, choice}}, got {body!r}")
-            item = by_id.get(str(body.get("item")))
+            sent = body()
+            item = by_id.get(str(sent.get("item")))
             if item is None:
-                raise ValueError(f"unknown item {body.get('item')!r}")
+                raise ValueError(f"unknown item {str(sent.get('item'))[:64]!r}")
             if item.id in log.judged(name):
                 raise LookupError(f"item {item.id} is already judged by {name} (undo it first)")
-            log.append(judgement_row(item, name, body.get("choice")))
+            log.append(judgement_row(item, name, sent.get("choice")))
             return state(name)
         return answer(record)
 
     @app.post("/api/undo")
     def undo():
-        request.get_json()
+        if not request.is_json:
+            return jsonify(error="expected Content-Type: application/json"), 415
 
         def remove(name):
+            body()
             if log.undo(name) is None:
                 raise LookupError(f"nothing to undo for {name}")
             return state(name)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.checkpoint import load_model_weights
-from training.lm import find_tokenizer
+from training.lm import checked_tokenizer, find_tokenizer
 from training.model import Transformer
 from training.tokenizer import Tokenizer
 
@@ -16,6 +16,12 @@ class Policy:
     model: Transformer
     tokenizer: Tokenizer
     tokenizer_dir: Path
+    source: str = ""
+
+    @property
+    def provenance(self) -> dict:
+        """What a run started from this policy records in its manifest."""
+        return {"base_model": self.source, "tokenizer_sha256": self.tokenizer.sha256}
 
 
 def load_policy(spec: str | Path, seq_len: int = 0) -> Policy:
@@ -29,9 +35,10 @@ def load_policy(spec: str | Path, seq_len: int = 0) -> Policy:
                          f"yet fine-tuned")
     model = load_model_weights(path)
     tokenizer_dir = find_tokenizer(path)
+    tokenizer = checked_tokenizer(path)
     if seq_len and model.cfg.max_seq_len < seq_len:
         model.extend_context(seq_len)
-    return Policy(model, Tokenizer(str(tokenizer_dir)), tokenizer_dir)
+    return Policy(model, tokenizer, tokenizer_dir, str(spec))
 
 
 def keep_tokenizer(policy: Policy, run_dir: str | Path) -> None:

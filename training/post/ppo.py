@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from training.checkpoint import latest_checkpoint
-from training.config import ConfigError, load_config, read_yaml
+from training.config import ConfigError, at_least, load_config, read_yaml, within
 from training.generate import generate
 from training.loop import OptimConfig, RunConfig, read_log, train
 from training.losses import IGNORE, gae, kl_k1, ppo_policy_loss, ppo_value_loss, token_logprobs, whiten
@@ -48,6 +48,11 @@ class PromptData:
     limit: int = 0                     # use only the first N prompts (0 = all)
     max_prompt_tokens: int = 128       # longer prompts keep their end
 
+    def __post_init__(self):
+        at_least(self, 2, "held_out_every")
+        at_least(self, 1, "held_out_prompts", "max_prompt_tokens")
+        at_least(self, 0, "limit")
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -55,6 +60,11 @@ class Sampling:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+
+    def __post_init__(self):
+        at_least(self, 1, "max_new_tokens")
+        at_least(self, 0, "temperature", "top_k")
+        within(self, 0.0, 1.0, "top_p", low_open=True)
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class PPOParams:
             raise ValueError(f"need 0 <= lam <= 1 and 0 < gamma <= 1, got lam {self.lam}, gamma {self.gamma}")
         if self.kl_bound <= 0:
             raise ValueError(f"ppo.kl_bound must be > 0, got {self.kl_bound}")
+        at_least(self, 0.0, "kl_coef", "clip", "value_clip", "vf_coef")
 
     @property
     def updates(self) -> int:
@@ -333,4 +344,5 @@ def train_ppo(cfg: PPOConfig, resume: bool = False, log=print) -> dict:
     config = {"model": cfg.model, "reward_model": cfg.reward_model, "data": asdict(cfg.data),
               "sampling": asdict(cfg.sampling), "ppo": asdict(cfg.ppo), "optim": asdict(cfg.optim), "run": asdict(run)}
     return train(model, rollouts, ppo_objective(cfg.ppo), cfg.optim, run, evaluate=evaluate, config=config,
-                 resume=resume, after=after)
+                 resume=resume, after=after, inputs=[cfg.model, cfg.reward_model, *cfg.data.prompts],
+                 provenance={**policy.provenance, "reward_model": cfg.reward_model})

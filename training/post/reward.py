@@ -21,7 +21,7 @@ import torch
 
 from training.architectures import build
 from training.checkpoint import find_checkpoint
-from training.config import load_config
+from training.config import at_least, load_config
 from training.loop import OptimConfig, RunConfig, eval_ends, train
 from training.losses import reward_loss
 from training.model import ModelConfig
@@ -104,6 +104,10 @@ class PreferenceData:
     limit: int = 0                     # use only the first N pairs (0 = all)
     seed: int = 0
 
+    def __post_init__(self):
+        at_least(self, 2, "seq_len", "held_out_every")
+        at_least(self, 0, "limit", "seed")
+
 
 def split_pairs(data: PreferenceData):
     """(training, held-out) conversation pairs: every `held_out_every`-th pair (by position) held out."""
@@ -161,4 +165,5 @@ def train_reward(cfg: RewardConfig, resume: bool = False, log=print) -> dict:
     config = {"model": cfg.model, "center_coef": cfg.center_coef, "data": asdict(cfg.data),
               "optim": asdict(cfg.optim), "run": asdict(cfg.run)}
     return train(model, batches, reward_objective(cfg.center_coef), cfg.optim, cfg.run, evaluate=evaluate,
-                 config=config, resume=resume, after=after)
+                 config=config, resume=resume, after=after, inputs=[cfg.model, *cfg.data.pairs],
+                 provenance=policy.provenance)

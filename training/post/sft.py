@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from training.config import load_config
+from training.config import at_least, load_config
 from training.loop import OptimConfig, RunConfig, eval_ends, train
 from training.losses import IGNORE, next_token_loss
 from training.post.batches import EpochBatches
@@ -30,6 +30,9 @@ class SFTData:
     held_out_every: int = 10           # every N-th example is held out
     pack: bool = False                 # several conversations per row of seq_len (training rows only)
     seed: int = 0
+
+    def __post_init__(self):
+        at_least(self, 2, "seq_len", "held_out_every")
 
 
 @dataclass(frozen=True)
@@ -123,4 +126,5 @@ def sft(cfg: SFTConfig, resume: bool = False, log=print) -> dict:
     batches = EpochBatches(train_set, cfg.run.batch_size, lambda rows: collate(rows, pad), cfg.data.seed)
     return train(policy.model, batches, sft_objective, cfg.optim, cfg.run, evaluate=evaluate,
                  config={"model": cfg.model, "data": asdict(cfg.data), "optim": asdict(cfg.optim),
-                         "run": asdict(cfg.run)}, resume=resume, after=after)
+                         "run": asdict(cfg.run)}, resume=resume, after=after, inputs=[cfg.model, cfg.data.data],
+                 provenance=policy.provenance)
