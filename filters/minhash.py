@@ -237,10 +237,13 @@ def choose_bands_rows(threshold: float, num_perm: int, false_positive_weight: fl
 
 
 def node_id(record_id: str, warc_file: str) -> int:
-    """A document's 63-bit node id in the duplicate graph (compact in the shuffle, unlike the record id).
+    """A document's 63-bit node id in the duplicate graph (compact in the shuffle, unlike the record id), from
+    the record id and the WARC file's name without its folder: the same crawl read from another place
+    (`../shared/data/...` or `/data/...`, a bucket) keeps the same survivors.
 
     The expected number of pairs of distinct documents sharing one is n²/2^64 (≈ 0.5 for n = 3 B): such a pair
     is treated as one node, so both share the fate of that node; neither is lost from the accounting.
     """
-    digest = hashlib.blake2b(f"{warc_file}\0{record_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    name = warc_file.rstrip("/").rsplit("/", 1)[-1]
+    digest = hashlib.blake2b(f"{name}\0{record_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1

@@ -14,8 +14,9 @@ favour. Keys, reasons and the config are in `filters/dedup.py`; signatures and c
 
 MinHashDedup shuffles only integers after the signature step: `((band, band key), node)` into buckets, then
 edges `(node, node)` through the connected-components rounds, then `(node, label)` verdicts that are joined
-back against the documents. The survivor of a component is its smallest node id, a hash of the WARC file and
-record id, so the outcome does not depend on worker count or arrival order.
+back against the documents. The survivor of a component is its smallest node id, a hash of the WARC file's
+name and record id, so the outcome depends neither on worker count and arrival order nor on where the crawl
+is read from.
 """
 from __future__ import annotations
 

@@ -53,6 +53,7 @@ def test_words_by_script():
 
 def test_words_match_a_regex_split_on_real_text(articles, chinese):
     import re
+
     from filters.text import split_words
     words = re.compile(r"[^\W_]+")
     same = sum(minhash.normalize(t).split() == words.findall(t.lower()) for t in articles)
@@ -131,3 +132,12 @@ def test_bad_dedup_config_is_rejected():
 ])
 def test_normalize_url(url, key):
     assert normalize_url(url) == key
+
+
+def test_node_id_does_not_depend_on_where_the_crawl_is_read_from():
+    record = "<urn:uuid:748834e9-36aa-4a1a-85f6-948f6bee18e3>"
+    places = ["../shared/data/warc/sample-crawl/sample-crawl-00001.warc.gz", "sample-crawl-00001.warc.gz",
+              "/work/shared/data/warc/sample-crawl/sample-crawl-00001.warc.gz", "gs://bucket/crawl/sample-crawl-00001.warc.gz"]
+    assert len({minhash.node_id(record, place) for place in places}) == 1
+    assert minhash.node_id(record, "sample-crawl-00002.warc.gz") != minhash.node_id(record, places[0])
+    assert 0 <= minhash.node_id(record, places[0]) < 2 ** 63
