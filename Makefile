@@ -34,7 +34,9 @@ sample: setup $(QUALITY_MODEL)
 	$(BIN)/refinery curate --input '$(SHARED)/warc/sample-crawl/*.warc.gz' --output $(OUT) \
 		--quality-model $(QUALITY_MODEL)
 
+# the labeling page's browser tests need Chromium: found, or installed from Debian when root (tests/chromium.py)
 test: setup
+	$(BIN)/python tests/chromium.py
 	$(BIN)/python -m pytest -q tests
 
 bench: setup

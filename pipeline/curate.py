@@ -27,7 +27,7 @@ from pipeline.extract import ExtractText
 from pipeline.mix import Mix, mix_report
 from pipeline.quality import QualityScore
 from pipeline.read import ReadWarc
-from pipeline.runner import runner_options
+from pipeline.runner import quiet_workers, runner_options
 from pipeline.stage import NAMESPACE, ApplyFilter, Stage
 from training.artifacts import (
     LOCK,
@@ -227,8 +227,9 @@ def _curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args, pro
         try:
             pipeline = beam.Pipeline(options=runner_options(list(beam_args)))
             build(pipeline, read, cfg, output_dir, written)
-            result = pipeline.run()
-            result.wait_until_finish()
+            with quiet_workers():
+                result = pipeline.run()
+                result.wait_until_finish()
             counters = beam_counters(result)
         finally:
             if reporter:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.dataset import join, write_atomic
-from pipeline.runner import runner_options
+from pipeline.runner import quiet_workers, runner_options
 from training.artifacts import FolderLock, prepare_output, safe_name, sha256_file, write_manifest
 from training.shards import shard_bytes
 from training.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer
@@ -113,7 +113,7 @@ def tokenize(dataset_dir: str, tokenizer_dir: str, output_dir: str, beam_args: l
         prepare_output(output_dir, "tokens", [dataset_dir, tokenizer_dir], overwrite=overwrite)
     summary_path = join(output_dir, "_shards.jsonl")
     with FolderLock(output_dir) if local else contextlib.nullcontext():
-        with beam.Pipeline(options=runner_options(list(beam_args))) as p:
+        with quiet_workers(), beam.Pipeline(options=runner_options(list(beam_args))) as p:
             (p | "Tokenize" >> TokenizeDataset(files, tokenizer_dir, output_dir)
              | "Json" >> beam.Map(json.dumps)
              | "Summary" >> beam.io.WriteToText(summary_path, shard_name_template=""))

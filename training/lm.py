@@ -127,8 +127,10 @@ class LM:
         return results
 
     @torch.no_grad()
-    def rolling_nll(self, text: str, window: int | None = None, stride: int | None = None) -> tuple[float, int]:
-        """(Σ NLL in nats, tokens scored) over `text`, every token scored once."""
+    def rolling_nll(self, text: str, window: int | None = None, stride: int | None = None,
+                    progress=None) -> tuple[float, int]:
+        """(Σ NLL in nats, tokens scored) over `text`, every token scored once; progress(new, total) after each
+        window."""
         window = min(window or self.max_length, self.max_length)
         stride = stride or window // 2
         ids = self.tokenizer.rolling_prefix + self.encode(text)
@@ -142,6 +144,8 @@ class LM:
             total += float(nll[-new:].sum())
             scored += new
             done = end
+            if progress is not None:
+                progress(new, len(ids) - 1)
         return total, scored
 
 
@@ -188,7 +192,7 @@ def recorded_tokenizer(path: str | Path) -> str | None:
         manifest = folder / MANIFEST
         if manifest.is_file():
             data = json.loads(manifest.read_text())
-            if data.get("kind") == "run" and data.get("provenance", {}).get("tokenizer_sha256"):
+            if data.get("kind") in ("run", "hf-model") and data.get("provenance", {}).get("tokenizer_sha256"):
                 return data["provenance"]["tokenizer_sha256"]
         config = folder / "config.json"
         if config.is_file():

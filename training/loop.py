@@ -37,6 +37,7 @@ from tqdm import tqdm
 from training.artifacts import LOCK, MANIFEST, FolderLock, prepare_output, write_manifest
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.config import at_least, within
+from training.cpu import warn_if_busy
 from training.files import write_atomic
 from training.model import collapsed_experts
 
@@ -318,6 +319,8 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
     bar = None
     if run.progress and dist.main:
         bar = tqdm(total=run.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    if dist.main and device.type == "cpu" and step < run.steps:
+        warn_if_busy(tqdm.write if bar is not None else print, "[train]")
     window_start, window_tokens = time.perf_counter(), 0
 
     def write_log(record: dict):
@@ -470,6 +473,14 @@ def eval_ends(run_dir: str | Path) -> tuple[dict, dict]:
     return (evals[0] if evals[0]["step"] == 0 else {}), evals[-1]
 
 
+def tokens_axis(ax, label: str = "tokens") -> None:
+    """An x axis of token counts with short engineering labels (200k, 1.5M): plain integers ran together."""
+    from matplotlib.ticker import EngFormatter, MaxNLocator  # heavy: only when a plot is drawn
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.set_xlabel(label)
+
+
 def plot_loss(log_path: Path, png: Path, baselines: dict[str, float] | None = None) -> Path:
     """Training loss and held-out bits-per-byte against tokens."""
     import matplotlib  # heavy: only when a plot is drawn
@@ -478,15 +489,16 @@ def plot_loss(log_path: Path, png: Path, baselines: dict[str, float] | None = No
     train_rows, eval_rows = read_log(log_path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot([r["tokens"] for r in train_rows], [r["loss"] for r in train_rows], lw=1)
-    left.set(xlabel="tokens", ylabel="training loss (nats/token)", title="training loss")
+    left.set(ylabel="training loss (nats/token)", title="training loss")
     if eval_rows and "bpb" in eval_rows[0]:
         right.plot([r["tokens"] for r in eval_rows], [r["bpb"] for r in eval_rows], "o-",
                    label=f"model {eval_rows[-1]['bpb']:.3f}")
         for name, value in (baselines or {}).items():
             right.axhline(value, ls="--", color="grey", label=f"{name} {value:.3f}")
         right.legend()
-        right.set(xlabel="tokens", ylabel="bits per byte", title="held-out bits per byte")
+        right.set(ylabel="bits per byte", title="held-out bits per byte")
     for ax in (left, right):
+        tokens_axis(ax)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png, dpi=110)

@@ -24,7 +24,7 @@ def configure(parser) -> None:
     parser.add_argument("--model", required=True, metavar="MODEL")
     parser.add_argument("--tasks", required=True, metavar="LIST", help="comma-separated task names")
     parser.add_argument("--limit", type=positive_int, metavar="N",
-                        help="score the first N items of each task (MMLU: per subject)")
+                        help="score the first N items of each task (MMLU: per subject; wikitext: its first N articles)")
     parser.add_argument("--shots", type=non_negative_int, default=0, metavar="K", help="few-shot examples (default 0)")
     parser.add_argument("--output", metavar="results.json", help="also write results (and a .md table beside)")
     parser.add_argument("--tokenizer", metavar="DIR", help="our tokenizer, when the model's run folder does not say")

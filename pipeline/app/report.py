@@ -17,7 +17,7 @@ import pyarrow.dataset as pads
 import yaml
 
 from pipeline.dataset import write_atomic
-from training.loop import read_log
+from training.loop import read_log, tokens_axis
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -168,7 +168,7 @@ def loss_chart(log_path: Path, unigram: float | None, wikitext: float | None) ->
     train_rows, eval_rows = read_log(log_path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     left.plot([r["tokens"] for r in train_rows], [r["loss"] for r in train_rows], lw=1)
-    left.set(xlabel="training tokens", ylabel="training loss (nats/token)", title="training loss")
+    left.set(ylabel="training loss (nats/token)", title="training loss")
     evals = [r for r in eval_rows if "bpb" in r]
     if evals:
         right.plot([r["tokens"] for r in evals], [r["bpb"] for r in evals], "o-",
@@ -177,9 +177,10 @@ def loss_chart(log_path: Path, unigram: float | None, wikitext: float | None) ->
         right.axhline(unigram, ls="--", color="grey", label=f"unigram baseline {unigram:.3f}")
     if wikitext:
         right.axhline(wikitext, ls=":", color="#b5651d", label=f"wikitext-2 at the end {wikitext:.3f}")
-    right.set(xlabel="training tokens", ylabel="bits per byte", title="bits per byte")
+    right.set(ylabel="bits per byte", title="bits per byte")
     right.legend(fontsize=8)
     for ax in (left, right):
+        tokens_axis(ax, "training tokens")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return png(fig)
@@ -295,8 +296,8 @@ def ablation_chart(result: dict):
             right.plot([r["tokens"] for r in evals], [r["bpb"] for r in evals], "o-", ms=3, color=colour,
                        alpha=0.9 if row["seed"] == result["seeds"][0] else 0.5,
                        label=f"{row['arm']} seed {row['seed']}")
-    right.set(xlabel="training tokens", ylabel="bits per byte",
-              title="each arm's own held-out text (not comparable across arms)")
+    right.set(ylabel="bits per byte", title="each arm's own held-out text (not comparable across arms)")
+    tokens_axis(right, "training tokens")
     right.legend(fontsize=8)
     for ax in (left, right):
         ax.grid(alpha=0.3)

@@ -127,7 +127,8 @@ def machine() -> dict:
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "apache_beam": apache_beam.__version__,
-            "cpu_count": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)"}
     for line in _read("/proc/cpuinfo").splitlines():
         if line.startswith("model name"):
             info["cpu"] = line.split(":", 1)[1].strip()
@@ -177,8 +178,9 @@ def command_line(*parts) -> str:
 class Recorder:
     """Runs stages in order, prints `[run] i/n name ... s`, and keeps DIR/run.json up to date."""
 
-    def __init__(self, path: Path, record: dict, names: tuple[str, ...]):
+    def __init__(self, path: Path, record: dict, names: tuple[str, ...], previous: dict | None = None):
         self.path, self.record, self.names = path, record, names
+        self.previous = previous or {}          # run.json's stages of the run this one resumes
         self.record.setdefault("stages", {})
 
     def stage(self, name: str, fn, command: str = ""):
@@ -192,13 +194,29 @@ class Recorder:
         except Exception as e:      # any failure: say which stage, keep the cause
             raise StageError(f"stage {index}/{len(self.names)} {name} failed: {type(e).__name__}: {e}") from e
         seconds = round(time.monotonic() - started, 1)
-        self.record["stages"][name] = {"status": status, "seconds": seconds, "command": command, **(summary or {})}
+        entry = {"status": status, "seconds": seconds, "command": command, **(summary or {})}
+        before = self.previous.get(name, {})
+        if status == "reused" and before.get("status") in ("ran", "resumed", "reused") and "seconds" in before:
+            # the time of the run that produced the output, not of this check
+            entry.update(seconds=before["seconds"], checked_s=seconds)
+            print(f"[run] {index}/{len(self.names)} {name} reused (made in {before['seconds']:.0f} s by an "
+                  f"earlier run)", flush=True)
+        else:
+            print(f"[run] {index}/{len(self.names)} {name} {status} in {seconds:.0f} s", flush=True)
+        self.record["stages"][name] = entry
         self.save()
-        print(f"[run] {index}/{len(self.names)} {name} {status} in {seconds:.0f} s", flush=True)
         return summary
 
     def save(self) -> None:
         write_atomic(str(self.path), json.dumps(self.record, indent=1).encode())
+
+
+def _previous_stages(path: Path) -> dict:
+    """The stages an earlier run recorded in run.json (none if it is missing or unreadable)."""
+    try:
+        return json.loads(path.read_text()).get("stages", {}) if path.is_file() else {}
+    except (ValueError, OSError):
+        return {}
 
 
 # ---- the stages (each returns (status, summary); status: ran, reused or resumed)
@@ -300,7 +318,8 @@ def run(opts: RunOptions, argv: list[str] = ()) -> dict:
     record = {"command": command_line("refinery", "run", *argv), "options": dataclasses.asdict(opts),
               "inputs": paths, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
               "machine": machine()}
-    rec = Recorder(out / "run.json", record, STAGES)
+    previous = _previous_stages(out / "run.json") if opts.resume else {}
+    rec = Recorder(out / "run.json", record, STAGES, previous)
     rec.save()
     beam = list(opts.beam_args)
     inputs_cmd = (["--crawl", opts.crawl, "--warc-files", opts.warc_files] if opts.crawl else
@@ -359,7 +378,10 @@ def main(args, beam_args: list[str]) -> int:
     opts = from_args(RunOptions, args, beam_args=tuple(beam_args))
     argv = sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv[1:] else []     # for the report
     record = run(opts, argv)
+    stages = record["stages"].values()
+    reused = " (reused stages: the time of the run that made them)" if any(s["status"] == "reused" for s in stages) \
+        else ""
     print("[run] " + ", ".join(f"{name} {s['seconds']:.0f} s" for name, s in record["stages"].items()) +
-          f"; total {record['wall_s']:.0f} s")
+          f"{reused}; this run {record['wall_s']:.0f} s")
     print(f"[run] report: {opts.output}/report.html")
     return 0 if record["stages"]["curate"].get("balanced", True) else 3

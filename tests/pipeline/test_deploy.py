@@ -27,7 +27,7 @@ from packaging.version import Version
 from pipeline.app.cli import main
 from pipeline.config import load_config, to_dict
 from pipeline.curate import build
-from pipeline.runner import runner_options
+from pipeline.runner import NOISE, quiet_workers, runner_options
 from pipeline.shared_data import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,14 +182,18 @@ def sample_head(data, tmp_path_factory) -> str:
     return str(path)
 
 
-def test_two_worker_processes_give_what_one_gives(sample_head, tmp_path):
+def test_two_worker_processes_give_what_one_gives(sample_head, tmp_path, capfd):
     """multi_processing, the default of `refinery curate` and the closest local stand-in for a cluster: the
-    documents kept (ids and texts) and every count of the funnel are the same with 1 and 2 workers."""
+    documents kept (ids and texts) and every count of the funnel are the same with 1 and 2 workers; the
+    workers' start-up notes do not reach the user."""
     runs = {}
     for workers in (1, 2):
         output = tmp_path / f"w{workers}"
         assert main(["curate", "--input", sample_head, "--output", str(output), "--no-progress",
                      "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]) == 0
+        printed = capfd.readouterr()
+        assert "records in = kept + skipped + dropped + errors: holds" in printed.out
+        assert not [n for n in NOISE if n in printed.err + printed.out], printed.err[-1500:]
         table = pads.dataset(str(output / "data"), format="parquet").to_table(columns=["id", "text"])
         stats = json.loads((output / "stats.json").read_text())
         stats.pop("wall_s")
@@ -199,6 +203,16 @@ def test_two_worker_processes_give_what_one_gives(sample_head, tmp_path):
     assert len(docs_1) == stats_1["kept"]
     assert docs_1 == docs_2
     assert stats_1 == stats_2
+
+
+def test_worker_noise_is_dropped_and_everything_else_passes(capfd):
+    script = ("import sys; w = sys.stderr.write; w('WARNING:__main__:No semi_persistent_directory found: x\\n'); "
+              "w('a real warning\\n'); w('WARNING:root:apitools not found, and bigquery ...\\n'); "
+              "w('\\rbar 1/2'); sys.stderr.flush(); w('\\rbar 2/2'); w('\\nafter\\n')")
+    with quiet_workers():
+        subprocess.run([sys.executable, "-c", script], check=True)
+        print("ours", file=sys.stderr)
+    assert capfd.readouterr().err == "a real warning\n\rbar 1/2\rbar 2/2\nafter\nours\n"
 
 
 # ---- the worker image
@@ -309,7 +323,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.runner import create_runner
 from pipeline.app.cli import verb_parser
-from pipeline.runner import runner_options
+from pipeline.runner import NOISE, quiet_workers, runner_options
 logging.basicConfig(level=logging.WARNING)
 command = sys.argv[1]
 args, beam_args = verb_parser(command)[1].parse_known_args(sys.argv[2:])

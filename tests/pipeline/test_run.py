@@ -10,40 +10,7 @@ import pytest
 from pipeline.app.ablate import verdict
 from pipeline.app.cli import main
 from pipeline.app.report import funnel_rows, write_run_report
-
-TINY = ["--set", "model.dim=64", "--set", "model.n_layers=2", "--set", "model.n_heads=4", "--set", "model.n_kv_heads=2",
-        "--set", "data.seq_len=128", "--set", "model.max_seq_len=128", "--set", "run.batch_size=8",
-        "--set", "run.eval_every=10", "--set", "data.val_tokens=4096", "--vocab-size", "500", "--eval-limit", "4",
-        "--wikitext-bytes", "20000", "--tasks", "wikitext,arc_easy,piqa", "--no-progress",
-        # one torch thread and Beam in this process: with other jobs on the 2 cores, two spinning OpenMP
-        # threads made the 20 steps take 91 s instead of 8, and worker processes add their start-up
-        "--set", "run.threads=1", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
-
-
-@pytest.fixture(scope="module")
-def crawl_slice(sample_warcs, tmp_path_factory) -> str:
-    """The first 301 records of a sample-crawl WARC (warcinfo, then 100 request/response/metadata triples), cut at a
-    record boundary: a valid per-record-gzip WARC of 100 real pages."""
-    from warcio.archiveiterator import ArchiveIterator
-    with open(sample_warcs[0], "rb") as fh:
-        records = ArchiveIterator(fh)
-        for i, _ in enumerate(records):
-            if i == 301:
-                cut = records.get_record_offset()
-                break
-    with open(sample_warcs[0], "rb") as fh:
-        data = fh.read(cut)
-    path = tmp_path_factory.mktemp("slice") / "slice.warc.gz"
-    path.write_bytes(data)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(crawl_slice, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "run"
-    code = main(["run", "configs/sample.yaml", "--output", str(out), "--input", crawl_slice, "--no-quality",
-                 "--steps", "20", *TINY])
-    return code, out
+from tests.conftest import TINY
 
 
 def _rows(html: str) -> list[list[str]]:
@@ -115,7 +82,12 @@ def test_resume_reuses_complete_stages_and_a_failing_stage_names_itself(tiny_run
     assert code == 1
     assert "refinery run: stage 3/6 tokenizer failed:" in capsys.readouterr().err
     record = json.loads((tmp_path / "run.json").read_text())
+    first = json.loads((out / "run.json").read_text())
     assert record["stages"]["curate"]["status"] == "reused"
+    # a reused stage keeps the time of the run that made it (was 0.0 s), and says how long the check took
+    assert record["stages"]["curate"]["seconds"] == first["stages"]["curate"]["seconds"] > 0
+    assert "checked_s" in record["stages"]["curate"]
+    assert record["machine"]["gpu"] and record["machine"]["load_average_1m"] >= 0
 
 
 @pytest.mark.parametrize("case, expected", [

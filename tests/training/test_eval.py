@@ -2,16 +2,17 @@
 `refinery eval` on a model trained on the sample crawl."""
 import json
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from pipeline.app.cli import main
-from training.eval.evaluate import score_task
+from training.eval.evaluate import WIKITEXT, score_task, wikitext_documents
+from training.eval.tasks import TASKS, load_task
 from training.lm import LM, _SentencePiece
 from training.model import ModelConfig, Transformer
-from training.eval.tasks import TASKS, load_task
 from training.tokenizer import Tokenizer
 
 
@@ -114,6 +115,13 @@ def test_rolling_nll_scores_every_token_once(tiny_lm, data):
     assert tiny_lm.rolling_nll(short)[0] == pytest.approx(direct, abs=1e-3)
 
 
+def test_wikitext_splits_into_its_62_articles(data):
+    text = (data / WIKITEXT).read_text(encoding="utf-8")
+    articles = wikitext_documents(text)
+    assert len(articles) == 62 and "".join(articles) == text
+    assert articles[1].startswith(" = Du Fu = ") and all(" = " in a.split("\n", 1)[0] for a in articles[1:])
+
+
 def test_scores_become_accuracy(tiny_lm, data):
     task = load_task("copa", data, limit=30)
     result = score_task(tiny_lm, task)
@@ -121,7 +129,7 @@ def test_scores_become_accuracy(tiny_lm, data):
     assert result["acc_stderr"] == pytest.approx(math.sqrt(result["acc"] * (1 - result["acc"]) / 29))
 
 
-def test_eval_command_on_a_trained_checkpoint(sample_tokens, tmp_path, capsys):
+def test_eval_command_on_a_trained_checkpoint(sample_tokens, data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--set", f"data.tokens={sample_tokens}", "--set", f"run.out_dir={run}",
                  "--set", "data.seq_len=64", "--set", "model.max_seq_len=64", "--set", "model.dim=32",
@@ -135,6 +143,12 @@ def test_eval_command_on_a_trained_checkpoint(sample_tokens, tmp_path, capsys):
     assert 1.0 < results["wikitext"]["bpb"] < 6.0 and results["wikitext"]["bytes"] == 20000
     assert results["copa"]["n"] == 10 and results["mmlu"]["n"] == 570 and "ppl" in results["lambada"]
     assert out.with_suffix(".md").read_text().startswith("| task | n | acc |")
+    # --limit N takes wikitext's first N articles; a bar counts its tokens
+    capsys.readouterr()
+    assert main(["eval", "--model", str(run), "--tasks", "wikitext", "--limit", "2", "--output", str(out)]) == 0
+    articles = wikitext_documents((data / WIKITEXT).read_text(encoding="utf-8"))
+    assert json.loads(out.read_text())["wikitext"]["bytes"] == len("".join(articles[:2]).encode("utf-8"))
+    assert re.search(r"wikitext: +\d+%\|.*\| \d+/\d+ .*tok/s", capsys.readouterr().err)
     assert main(["eval", "--model", str(run), "--tasks", "nope"]) == 2
     assert "unknown task" in capsys.readouterr().err
     # the same checkpoint generates: greedy is deterministic and continues the prompt

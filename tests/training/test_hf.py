@@ -8,6 +8,7 @@ import torch
 from pipeline.app.cli import main
 from training.hf import FormatError, config_from_hf, load_gguf, load_hf, load_model, save_hf, smollm2_gguf
 from training.model import ModelConfig, Transformer
+from training.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers", reason="pip install 'webrefinery[hf]'")
 
@@ -73,12 +74,39 @@ def test_our_model_exported_loads_in_transformers_with_equal_logits(tmp_path, ti
         assert torch.allclose(load_hf(tmp_path / "m")(ids).logits, model(ids).logits, atol=1e-6)
 
 
-def test_export_command_from_a_checkpoint(tmp_path, capsys):
+def test_export_writes_a_folder_transformers_and_refinery_load_whole(small_base, sample_tokenizer_dir, articles, data,
+                                                                     tmp_path, capsys):
+    out = tmp_path / "hf"
+    assert main(["export", "--model", str(small_base), "--output", str(out)]) == 0
+    # the tokenizer: AutoTokenizer gives our ids on real text (wikitext lines, news articles, raw HTML with a
+    # literal "<s>", role tokens, runs of spaces, CJK, emoji) and decodes back to the text
+    auto, ours = transformers.AutoTokenizer.from_pretrained(str(out)), Tokenizer(sample_tokenizer_dir)
+    lines = (data / "text/wikitext-2-raw-v1.test.txt").read_text(encoding="utf-8").split("\n")[:3000]
+    odd = ["x.innerHTML = '<s>IE/Edge</s>'; <pad> <unk>", "<|user|> hi<|end|>", "   lead", "trail  \t ",
+           "漢字 ünïcödé 😀 12345"]
+    for text in [*lines, *articles[:60], *odd]:
+        ids = auto.encode(text)
+        assert ids == ours.encode(text), text[:80]
+        assert auto.decode(ids) == text
+    # the weights: LlamaForCausalLM's logits are ours
+    model = load_model(small_base).eval()
+    hf = transformers.LlamaForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    ids = torch.tensor([ours.encode(articles[0])[:100]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, hf(ids).logits, atol=1e-5)
+    # our verbs take the folder without --tokenizer, with the same figures as the run folder
+    for name, model_path in (("hf", out), ("run", small_base)):
+        assert main(["eval", "--model", str(model_path), "--tasks", "wikitext", "--limit", "1", "--text-bytes", "4000",
+                     "--no-progress", "--output", str(tmp_path / f"{name}.json")]) == 0
+    assert json.loads((tmp_path / "hf.json").read_text())["wikitext"]["bpb"] == \
+        pytest.approx(json.loads((tmp_path / "run.json").read_text())["wikitext"]["bpb"], abs=1e-6)
+    # a checkpoint whose tokenizer cannot be found is refused before anything is written
     from training.checkpoint import save_checkpoint
-    model = Transformer(ModelConfig(vocab_size=300, dim=32, n_layers=1, n_heads=4, n_kv_heads=4, max_seq_len=16))
-    save_checkpoint(tmp_path / "run", model, None, {"step": 1, "tokens": 0})
-    assert main(["export", "--model", str(tmp_path / "run"), "--output", str(tmp_path / "hf")]) == 0
-    assert (tmp_path / "hf/model.safetensors").is_file() and (tmp_path / "hf/config.json").is_file()
+    save_checkpoint(tmp_path / "bare", Transformer(ModelConfig(vocab_size=300, dim=32, n_layers=1, n_heads=4,
+                                                               n_kv_heads=4, max_seq_len=16)), None, {"step": 1})
+    capsys.readouterr()
+    assert main(["export", "--model", str(tmp_path / "bare"), "--output", str(tmp_path / "x")]) == 2
+    assert "cannot find its tokenizer" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert main(["export", "--checkpoint", str(tmp_path / "nothing"), "--output", str(tmp_path / "x")]) == 2
     assert "not a checkpoint" in capsys.readouterr().err
 
@@ -101,8 +129,8 @@ def test_smollm2_evaluates_like_a_language_model(smollm2_path, smollm2_ours, dat
     """Our evaluation on the imported model with its own (GGUF) tokenizer: well above chance on ARC-Easy and a
     wikitext bits-per-byte in the range of a real 135 M-parameter model (docs/eval.md has the full run)."""
     from training.eval.evaluate import score_task, text_bpb
-    from training.lm import LM, _HuggingFace
     from training.eval.tasks import load_task
+    from training.lm import LM, _HuggingFace
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
     lm = LM(model=smollm2_ours, tokenizer=_HuggingFace(tokenizer), name="smollm2", batch_size=8)
     arc = score_task(lm, load_task("arc_easy", data, limit=40))
@@ -116,8 +144,14 @@ def test_self_instruct_with_smollm2_accounts_for_every_candidate(smollm2_path, s
     """Synthetic SFT data from the real instruct model: every candidate has an outcome, what is kept passes the
     filters, and refinery sft reads it."""
     from training.lm import LM, _HuggingFace
-    from training.post.selfinstruct import SelfInstructConfig, instruction_problem, read_seed_instructions, self_instruct, words
     from training.post.conversation import read_conversations
+    from training.post.selfinstruct import (
+        SelfInstructConfig,
+        instruction_problem,
+        read_seed_instructions,
+        self_instruct,
+        words,
+    )
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
     lm = LM(model=smollm2_ours, tokenizer=_HuggingFace(tokenizer), name="smollm2")
     seeds = read_seed_instructions(data / "sft/self_instruct_seed_tasks.jsonl")
@@ -132,8 +166,8 @@ def test_self_instruct_with_smollm2_accounts_for_every_candidate(smollm2_path, s
 
 
 def test_smollm2_chats_through_its_own_template(smollm2_path, smollm2_ours):
-    from training.post.chat import chat_prompt, reply
     from training.lm import _HuggingFace
+    from training.post.chat import chat_prompt, reply
     tokenizer = _HuggingFace(transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent),
                                                                         gguf_file=smollm2_path.name))
     ids = chat_prompt(tokenizer, [{"role": "user", "content": "What is the capital of France?"}])

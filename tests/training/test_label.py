@@ -5,7 +5,6 @@ import contextlib
 import gzip
 import json
 import os
-import shutil
 import threading
 from pathlib import Path
 from urllib.parse import quote
@@ -13,9 +12,19 @@ from urllib.parse import quote
 import pytest
 
 from pipeline.app.cli import main
-from training.post.label import (Item, JudgementLog, cohen_kappa, create_app, item_id, judgement_row, left_response,
-                            position_bias, read_items)
+from tests import chromium
 from training.post.conversation import parse_dialogue, read_pairs
+from training.post.label import (
+    Item,
+    JudgementLog,
+    cohen_kappa,
+    create_app,
+    item_id,
+    judgement_row,
+    left_response,
+    position_bias,
+    read_items,
+)
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -41,15 +50,14 @@ def items(data) -> list[Item]:
 def browser():
     if os.environ.get("REFINERY_SKIP_BROWSER") == "1":
         pytest.skip("REFINERY_SKIP_BROWSER=1: the headless Chromium tests are skipped on request")
-    executable = os.environ.get("REFINERY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(executable).is_file():
-        pytest.fail(f"no Chromium at {executable}: apt-get install -y chromium (.ci/run does), point "
-                    f"REFINERY_CHROMIUM at one, or set REFINERY_SKIP_BROWSER=1 to skip these tests")
+    executable = chromium.find()
+    if executable is None:
+        pytest.fail(f"no Chromium: {chromium.ASK} (`make test` installs it when run as root)")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
 
 
 @contextlib.contextmanager
@@ -306,8 +314,8 @@ def test_a_real_model_answers_each_prompt_twice(data, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from training.checkpoint import save_checkpoint
     from training.architectures import build
+    from training.checkpoint import save_checkpoint
     from training.model import ModelConfig
     from training.tokenizer import ROLE_TOKENS, Tokenizer, TokenizerConfig, train_tokenizer
     alpaca = json.loads((data / "sft/alpaca_data_1k.json").read_text())

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from pipeline.app.cli import main
-from training.loop import OptimConfig, lr_at, decay_start
-from training.loop import read_log
+from training.loop import OptimConfig, decay_start, lr_at, read_log, tokens_axis
 from training.pretrain import load_train_config, pretrain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -247,3 +246,16 @@ def test_a_small_model_beats_the_unigram_baseline_on_held_out_text(sample_tokens
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tokens"] == 400 * 8 * 64
     assert summary["final_eval"]["bpb"] < summary["unigram_bpb"] - 0.2, summary
+
+
+def test_token_axis_labels_are_short():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([0, 150_000, 350_000], [1, 2, 3])
+    tokens_axis(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    plt.close(fig)
+    assert "160k" in labels and all(len(label) <= 5 for label in labels), labels     # was 100000, 200000, ...

@@ -6,6 +6,7 @@ different tokenizers compare.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from training.cpu import warn_if_busy
 from training.eval.tasks import load_task
 from training.lm import load_lm
 
@@ -53,10 +55,18 @@ def score_task(lm, task, progress=None) -> dict:
     return out
 
 
-def text_bpb(lm, text: str, window: int | None = None, stride: int | None = None) -> dict:
+def wikitext_documents(text: str) -> list[str]:
+    """wikitext-2's articles, each from its title line (" = Title = ", one '=' a side) to the next: the 62 documents
+    of the test split that lm-evaluation-harness scores one by one. Joined they are `text` again."""
+    starts = [m.start() for m in re.finditer(r"^ = [^=].* = $", text, flags=re.MULTILINE)]
+    cuts = [0, *starts[1:], len(text)] if starts else [0, len(text)]
+    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def text_bpb(lm, text: str, window: int | None = None, stride: int | None = None, progress=None) -> dict:
     """Perplexity and bits per byte of `text` (sliding window): bpb = Σ NLL / UTF-8 bytes / ln 2, tokens and
     bytes counted over the whole text, so tokenizers compare."""
-    nll, tokens = lm.rolling_nll(text, window, stride)
+    nll, tokens = lm.rolling_nll(text, window, stride, progress=progress)
     nbytes = len(text.encode("utf-8"))
     return {"bpb": nll / nbytes / math.log(2), "ppl_token": math.exp(nll / max(1, tokens)),
             "nll": nll, "tokens": tokens, "bytes": nbytes}
@@ -72,23 +82,31 @@ def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, s
     started = time.monotonic()
     lm = load_lm(model, tokenizer=tokenizer, batch_size=batch_size, other_tokenizer=other_tokenizer)
     log(f"[eval] {model}: {lm.model.num_params() / 1e6:.1f} M parameters, context {lm.max_length}")
+    warn_if_busy(tqdm.write if progress else log, "[eval]")
     results = {}
     for name in tasks:
         t0 = time.monotonic()
         if name == "wikitext":
             text = (data_dir / WIKITEXT).read_text(encoding="utf-8")
+            if limit:                                       # the first N articles, as for any other task
+                text = "".join(wikitext_documents(text)[:limit])
             if text_bytes:
                 text = text.encode("utf-8")[:text_bytes].decode("utf-8", "ignore")
-            results[name] = text_bpb(lm, text, window, stride)
+            bar = tqdm(desc=name, unit="tok", dynamic_ncols=True, leave=False) if progress else None
+
+            def advance(new, total):
+                bar.total = total
+                bar.update(new)
+            results[name] = text_bpb(lm, text, window, stride, progress=advance if bar is not None else None)
         else:
             task = load_task(name, data_dir, shots=shots, limit=limit)
             bar = None
             if progress:
                 bar = tqdm(total=sum(len(i.requests) for i in task.items), desc=name, unit="req",
                            dynamic_ncols=True, leave=False)
-            results[name] = score_task(lm, task, progress=bar.update if bar else None)
-            if bar:
-                bar.close()
+            results[name] = score_task(lm, task, progress=bar.update if bar is not None else None)
+        if bar is not None:
+            bar.close()
         results[name]["seconds"] = round(time.monotonic() - t0, 1)
         log(f"[eval] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()
                                            if k in ("acc", "acc_norm", "ppl", "bpb", "acc_subject_mean")))
