@@ -13,6 +13,8 @@ import urllib.request
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import remote
+
 CC_BASE = "https://data.commoncrawl.org/"
 _CRAWL_NAME = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
 
@@ -24,7 +26,10 @@ def paths_url(crawl: str, base: str = CC_BASE) -> str:
 
 
 def _fetch(url: str) -> bytes:
-    if url.startswith(("http://", "https://", "file://")):
+    if url.startswith(("http://", "https://")):
+        with remote.HTTPReader(url) as response:           # throttling and broken downloads retried
+            return response.read()
+    if url.startswith("file://"):
         with urllib.request.urlopen(url, timeout=60) as response:
             return response.read()
     with FileSystems.open(url) as fh:   # s3:// or gs:// mirrors; FileSystems un-gzips .gz on its own

@@ -245,6 +245,10 @@ def _curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args, pro
              "shards": {shard_name(p): p for p in paths}}
     if "mix" in cfg.stages and cfg.mix.weights and "://" not in output_dir and todo:
         stats["mix"] = mix_report(output_dir)["domains"]
+    if counters.get("read/http_retries"):          # throttled or broken http(s) reads, each resumed (remote.py)
+        stats["http_retries"] = counters["read/http_retries"]
+        print(f"[curate] http(s) reads were retried {counters['read/http_retries']:,} times (throttling or broken "
+              f"downloads; each resumed where it stopped)", flush=True)
     write_atomic(join(output_dir, "stats.json"), json.dumps(stats, indent=1).encode())
     if local:
         write_dataset_manifest(Path(output_dir), to_dict(cfg))

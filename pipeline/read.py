@@ -2,27 +2,33 @@
 reads a chunk); every record becomes a live document, an error item or a skip counted in the chunk's tally."""
 from __future__ import annotations
 
-import urllib.request
 from collections import Counter
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import doc as items
+from pipeline import doc as items, remote
 from pipeline.stage import beam_counter
 from pipeline.warc import Chunk, ErrorReason, Page, ReadConfig, ReadError, open_raw, plan_chunks, read_chunk
 
 _HEAD_BYTES = 1 << 16
 
 
-def file_size(path: str) -> int:
+def file_size(path: str, cfg: ReadConfig = ReadConfig()) -> int:
     if path.startswith(("http://", "https://")):
-        with urllib.request.urlopen(urllib.request.Request(path, method="HEAD"), timeout=60) as response:
-            return int(response.headers.get("Content-Length") or 0)
+        return remote.content_length(path, cfg.retry_policy())
     return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 
 
-class PlanChunksDoFn(beam.DoFn):
+class _CountsRetries:
+    """Adds the http(s) retries this process made while a DoFn worked to the Beam counter read/http_retries."""
+
+    def retried_since(self, before: int) -> None:
+        if remote.retries() > before:
+            self.count("http_retries", remote.retries() - before)
+
+
+class PlanChunksDoFn(_CountsRetries, beam.DoFn):
     """A WARC path → its chunks; a file that cannot be opened becomes an error item and a tally."""
 
     def __init__(self, cfg: ReadConfig):
@@ -32,21 +38,24 @@ class PlanChunksDoFn(beam.DoFn):
         self.count = beam_counter("read")
 
     def process(self, path: str):
+        before = remote.retries()
         try:
-            size = file_size(path)
-            with open_raw(path) as fh:
+            size = file_size(path, self.cfg)
+            with open_raw(path, policy=self.cfg.retry_policy()) as fh:
                 head = fh.read(_HEAD_BYTES)
         except Exception as e:   # missing, permission, network: the run goes on without this file
+            self.retried_since(before)
             self.count("records_in", 1)
             self.count(f"error/{ErrorReason.FILE_UNREADABLE.value}", 1)
             yield items.read_error(ReadError(path, 0, ErrorReason.FILE_UNREADABLE, f"{type(e).__name__}: {e}"[:200]))
             yield items.tally(path, 0, pages=0, errors=1, skipped={})
             return
+        self.retried_since(before)
         for chunk in plan_chunks(path, size, head, self.cfg.split_bytes):
             yield (chunk.path, chunk.start, chunk.end, chunk.mode)
 
 
-class ReadChunkDoFn(beam.DoFn):
+class ReadChunkDoFn(_CountsRetries, beam.DoFn):
     """A chunk → a doc item per HTML page, an error item per unreadable record, and one tally."""
 
     def __init__(self, cfg: ReadConfig):
@@ -60,6 +69,7 @@ class ReadChunkDoFn(beam.DoFn):
             yield element
             return
         chunk = Chunk(*element)
+        before = remote.retries()
         pages, errors, skipped = 0, 0, Counter()
         for outcome in read_chunk(chunk, self.cfg):
             if isinstance(outcome, Page):
@@ -74,6 +84,7 @@ class ReadChunkDoFn(beam.DoFn):
                 self.count(f"skipped/{outcome.value}", 1)
         self.count("records_in", pages + errors + sum(skipped.values()))
         self.count("pages", pages)
+        self.retried_since(before)
         yield items.tally(chunk.path, chunk.start, pages, errors, skipped)
 
 

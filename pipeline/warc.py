@@ -11,11 +11,11 @@ Every record read is reported exactly once, as a `Page` (an HTML response to ext
 from __future__ import annotations
 
 import enum
+import functools
 import gzip
 import io
 import logging
 import re
-import urllib.request
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -26,6 +26,8 @@ from apache_beam.io.filesystems import FileSystems
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParser, StatusAndHeadersParserException
+
+from pipeline.remote import HTTPReader, RetryPolicy
 
 # warcio logs one warning per record whose target URI holds spaces; it repairs them, and we keep the URL as repaired.
 logging.getLogger("warcio.recordloader").setLevel(logging.ERROR)
@@ -42,12 +44,22 @@ class ReadConfig:
     max_body_bytes: int = 5 * 2**20      # decompressed payload cap; CC itself truncates payloads at 1 MiB
     split_bytes: int = 2 * 2**20         # chunk size for per-record gzip files: many per worker balance load
     html_types: tuple[str, ...] = ("text/html", "application/xhtml+xml")
+    http_attempts: int = 8               # http(s) inputs: tries per request or broken body (pipeline/remote.py)
+    http_backoff_s: float = 0.5          # first wait after a 429/503 or a broken connection; doubled each time
 
     def __post_init__(self):
         if self.max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be > 0, got {self.max_body_bytes}")
         if self.split_bytes < 1 << 16:
             raise ValueError(f"split_bytes must be >= 65536, got {self.split_bytes}")
+        if self.http_attempts < 1:
+            raise ValueError(f"http_attempts must be >= 1, got {self.http_attempts}")
+        if not 0 <= self.http_backoff_s <= 3600:
+            raise ValueError(f"http_backoff_s must be between 0 and 3600 seconds, got {self.http_backoff_s}")
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.http_attempts, backoff_s=self.http_backoff_s,
+                           max_backoff_s=max(30.0, self.http_backoff_s))
 
 
 class Skip(str, enum.Enum):
@@ -119,18 +131,11 @@ Outcome = Page | Skip | ReadError
 
 # ---------------------------------------------------------------------------------------------- opening files
 
-def _open_http(url: str, offset: int) -> BinaryIO:
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-    response = urllib.request.urlopen(request, timeout=60)
-    if offset and response.status != 206:
-        raise OSError(f"{url}: server ignored the Range request (status {response.status})")
-    return response
-
-
-def open_raw(path: str, offset: int = 0) -> BinaryIO:
-    """The file's raw bytes from `offset`: local paths, gs://, s3:// (Beam FileSystems) or http(s):// (Range)."""
+def open_raw(path: str, offset: int = 0, policy: RetryPolicy = RetryPolicy()) -> BinaryIO:
+    """The file's raw bytes from `offset`: local paths, gs://, s3:// (Beam FileSystems) or http(s):// (Range
+    requests, retried and resumed: pipeline/remote.py)."""
     if path.startswith(("http://", "https://")):
-        return _PositionedReader(_open_http(path, offset), offset)
+        return _PositionedReader(HTTPReader(path, offset, policy), offset)
     fh = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if offset:
         fh.seek(offset)
@@ -330,11 +335,12 @@ def _error_reason(exc: Exception) -> ErrorReason:
 
 
 def read_chunk(chunk: Chunk, cfg: ReadConfig = ReadConfig(),
-               opener: Callable[[str, int], BinaryIO] = open_raw) -> Iterator[Outcome]:
+               opener: Callable[[str, int], BinaryIO] | None = None) -> Iterator[Outcome]:
     """Every record whose start lies in the chunk, as a Page, a Skip or a ReadError, each exactly once.
 
     After an unreadable stretch, reading resumes at the next record start; the stretch is one ReadError.
     """
+    opener = opener or functools.partial(open_raw, policy=cfg.retry_policy())
     position = chunk.start
     needs_sync = chunk.start > 0
     while position < chunk.end:

@@ -156,6 +156,8 @@ CASES = {
                                             str(w.root / "p2"), "--set", "sampling.top_p=0"], 2, "top_p"),
     "curate --config broken.yaml": Case(lambda w: ["curate", "--input", w.warc, "--output", str(w.root / "c1"),
                                                    "--config", w.broken_yaml], 2, "broken.yaml"),
+    "curate read.http_attempts=0": Case(lambda w: ["curate", "--input", w.warc, "--output", str(w.root / "c3"),
+                                                   "--set", "read.http_attempts=0"], 2, "http_attempts must be >= 1"),
     # -- files of rows: the file, the line, what was wrong
     "dpo empty pairs": Case(lambda w: ["dpo", "--model", w.model, "--pairs", w.empty, "--output",
                                        str(w.root / "d1")], 2, "empty.jsonl"),
