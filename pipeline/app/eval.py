@@ -13,6 +13,7 @@ from pipeline.app.common import at_least_two, non_negative_int, positive_int, sp
 from pipeline.shared_data import shared_data_dir
 from training.eval.evaluate import markdown_table, run_eval
 from training.eval.tasks import TASKS
+from training.files import write_atomic
 
 
 def configure(parser) -> None:
@@ -36,14 +37,20 @@ def configure(parser) -> None:
     parser.add_argument("--stride", type=positive_int, metavar="S",
                         help="wikitext: new tokens per window (default: window / 2)")
     parser.add_argument("--text-bytes", type=positive_int, metavar="B", help="wikitext: only its first B bytes")
+    parser.add_argument("--log-samples", metavar="FILE.jsonl",
+                        help="also write one row per multiple-choice item: its requests (context, continuation), each "
+                             "choice's log-likelihood and greedy flag, the predictions and whether they were right")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def main(args, beam_args: list[str]) -> int:
+    samples = [] if args.log_samples else None
+    if args.log_samples and Path(args.log_samples).is_dir():
+        raise ValueError(f"--log-samples {args.log_samples}: a folder is there, expected a file name")
     results = run_eval(args.model, split_list(args.tasks), shared_data_dir(), limit=args.limit, shots=args.shots,
                        tokenizer=args.tokenizer, batch_size=args.batch_size, window=args.window, stride=args.stride,
                        text_bytes=args.text_bytes, progress=not args.no_progress,
-                       other_tokenizer=args.other_tokenizer)
+                       other_tokenizer=args.other_tokenizer, samples=samples)
     table = markdown_table(results)
     print(table)
     if args.output:
@@ -52,4 +59,9 @@ def main(args, beam_args: list[str]) -> int:
         out.write_text(json.dumps(results, indent=1))
         out.with_suffix(".md").write_text(table + "\n")
         print(f"[eval] {out} and {out.with_suffix('.md')}")
+    if samples is not None:
+        target = Path(args.log_samples)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in samples))
+        print(f"[eval] {len(samples):,} items -> {target}")
     return 0

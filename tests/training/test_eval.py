@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from pipeline.app.cli import main
 from training.eval.evaluate import WIKITEXT, score_task, wikitext_documents
-from training.eval.tasks import TASKS, load_task
+from training.eval.tasks import TASKS, Item, Task, load_task
 from training.lm import LM, _SentencePiece
 from training.model import ModelConfig, Transformer
 from training.tokenizer import Tokenizer
@@ -115,6 +115,19 @@ def test_rolling_nll_scores_every_token_once(tiny_lm, data):
     assert tiny_lm.rolling_nll(short)[0] == pytest.approx(direct, abs=1e-3)
 
 
+def test_acc_norm_divides_by_the_choice_without_its_joining_space():
+    """The harness's acc_norm: log-likelihood / len(choice). With " A" at -1.2 and " BB" at -2.0 that picks BB
+    (-1.2 vs -1.0); dividing by the continuation's length (" A": 2, " BB": 3) would pick A (-0.6 vs -0.67)."""
+    class Scores:                         # the model's log-likelihoods, fixed: the test is about the metric
+        def loglikelihood(self, requests, progress=None):
+            return [(-1.2, False), (-2.0, False)]
+    task = Task("toy", [Item([("Q:", " A"), ("Q:", " BB")], gold=1)])
+    samples = []
+    result = score_task(Scores(), task, samples=samples)
+    assert result["acc"] == 0.0 and result["acc_norm"] == 1.0
+    assert samples[0]["choice_chars"] == [1, 2] and samples[0]["pred_norm"] == 1
+
+
 def test_wikitext_splits_into_its_62_articles(data):
     text = (data / WIKITEXT).read_text(encoding="utf-8")
     articles = wikitext_documents(text)
@@ -124,7 +137,12 @@ def test_wikitext_splits_into_its_62_articles(data):
 
 def test_scores_become_accuracy(tiny_lm, data):
     task = load_task("copa", data, limit=30)
-    result = score_task(tiny_lm, task)
+    samples = []
+    result = score_task(tiny_lm, task, samples=samples)
+    # each logged item holds the log-likelihoods the model gives its requests, scored on their own
+    assert len(samples) == 30 and samples[3]["requests"] == [list(r) for r in task.items[3].requests]
+    alone = [ll for ll, _ in tiny_lm.loglikelihood(task.items[3].requests)]
+    assert samples[3]["loglikelihoods"] == pytest.approx(alone, abs=1e-4)
     assert result["n"] == 30 and 0 <= result["acc"] <= 1
     assert result["acc_stderr"] == pytest.approx(math.sqrt(result["acc"] * (1 - result["acc"]) / 29))
 
@@ -137,12 +155,21 @@ def test_eval_command_on_a_trained_checkpoint(sample_tokens, data, tmp_path, cap
                  "--set", "run.steps=30", "--set", "run.progress=false", "--set", "run.batch_size=8"]) == 0
     out = tmp_path / "results.json"
     assert main(["eval", "--model", str(run), "--tasks", "wikitext,copa,lambada,mmlu", "--limit", "10",
-                 "--text-bytes", "20000", "--output", str(out), "--no-progress"]) == 0
+                 "--text-bytes", "20000", "--output", str(out), "--no-progress",
+                 "--log-samples", str(tmp_path / "samples.jsonl")]) == 0
     results = json.loads(out.read_text())
     assert set(results) == {"wikitext", "copa", "lambada", "mmlu", "_meta"}
     assert 1.0 < results["wikitext"]["bpb"] < 6.0 and results["wikitext"]["bytes"] == 20000
     assert results["copa"]["n"] == 10 and results["mmlu"]["n"] == 570 and "ppl" in results["lambada"]
     assert out.with_suffix(".md").read_text().startswith("| task | n | acc |")
+    # --log-samples: a row per item whose verdicts add up to the table's figures
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    for task in ("copa", "lambada", "mmlu"):
+        mine = [r for r in rows if r["task"] == task]
+        assert len(mine) == results[task]["n"]
+        assert sum(r["acc"] for r in mine) / len(mine) == pytest.approx(results[task]["acc"])
+    copa = [r for r in rows if r["task"] == "copa"]
+    assert all(r["pred"] == max(range(2), key=lambda k: r["loglikelihoods"][k]) for r in copa)
     # --limit N takes wikitext's first N articles; a bar counts its tokens
     capsys.readouterr()
     assert main(["eval", "--model", str(run), "--tasks", "wikitext", "--limit", "2", "--output", str(out)]) == 0

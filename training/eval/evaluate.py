@@ -21,24 +21,38 @@ from training.lm import load_lm
 WIKITEXT = "text/wikitext-2-raw-v1.test.txt"
 
 
-def score_task(lm, task, progress=None) -> dict:
+def choice_chars(continuation: str) -> int:
+    """acc_norm's divisor: the choice's length in characters without the space that joins it to the context
+    (lm-evaluation-harness divides by len(choice), its target delimiter " " not counted)."""
+    return len(continuation.removeprefix(" "))
+
+
+def score_task(lm, task, progress=None, samples: list | None = None) -> dict:
     """Metrics of `task` (training/eval/tasks.py) for `lm` (training/lm.py): acc, acc_norm, ppl as the task lists,
-    with the standard error of acc (binomial) and per-group accuracy for MMLU."""
+    with the standard error of acc (binomial) and per-group accuracy for MMLU. `samples`: a list that gets one
+    row per item (its requests, each choice's log-likelihood, the predictions), to compare item by item."""
     requests = [r for item in task.items for r in item.requests]
     scores = lm.loglikelihood(requests, progress=progress)
     correct, correct_norm, greedy_ll, groups = [], [], [], defaultdict(list)
     at = 0
-    for item in task.items:
+    for index, item in enumerate(task.items):
         mine = scores[at:at + len(item.requests)]
         at += len(item.requests)
+        lls = [float(ll) for ll, _ in mine]
+        row = {"task": task.name, "doc_id": index, "group": item.group, "gold": item.gold,
+               "requests": [list(r) for r in item.requests], "loglikelihoods": lls,
+               "is_greedy": [bool(g) for _, g in mine], "choice_chars": [choice_chars(c) for _, c in item.requests]}
         if item.kind == "greedy":
             correct.append(mine[0][1])
             greedy_ll.append(mine[0][0])
         else:
-            lls = [ll for ll, _ in mine]
-            norm = [ll / max(1, len(cont)) for ll, (_, cont) in zip(lls, item.requests)]
+            norm = [ll / max(1, choice_chars(cont)) for ll, (_, cont) in zip(lls, item.requests)]
             correct.append(int(np.argmax(lls)) == item.gold)
             correct_norm.append(int(np.argmax(norm)) == item.gold)
+            row.update(pred=int(np.argmax(lls)), pred_norm=int(np.argmax(norm)), acc_norm=int(correct_norm[-1]))
+        row["acc"] = int(correct[-1])
+        if samples is not None:
+            samples.append(row)
         if item.group:
             groups[item.group].append(correct[-1])
     n = len(correct)
@@ -75,8 +89,9 @@ def text_bpb(lm, text: str, window: int | None = None, stride: int | None = None
 def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, shots: int = 0,
              tokenizer: str | None = None, batch_size: int = 16, window: int | None = None,
              stride: int | None = None, text_bytes: int | None = None, progress: bool = True, log=print,
-             other_tokenizer: bool = False) -> dict:
-    """Evaluate `model` on `tasks` (names from training/eval/tasks.py, plus `wikitext` for bits per byte)."""
+             other_tokenizer: bool = False, samples: list | None = None) -> dict:
+    """Evaluate `model` on `tasks` (names from training/eval/tasks.py, plus `wikitext` for bits per byte).
+    `samples`: a list that gets a row per multiple-choice item (see score_task)."""
 
     data_dir = Path(data_dir)
     started = time.monotonic()
@@ -104,7 +119,7 @@ def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, s
             if progress:
                 bar = tqdm(total=sum(len(i.requests) for i in task.items), desc=name, unit="req",
                            dynamic_ncols=True, leave=False)
-            results[name] = score_task(lm, task, progress=bar.update if bar is not None else None)
+            results[name] = score_task(lm, task, progress=bar.update if bar is not None else None, samples=samples)
         if bar is not None:
             bar.close()
         results[name]["seconds"] = round(time.monotonic() - t0, 1)

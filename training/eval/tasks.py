@@ -15,7 +15,7 @@ Each task turns into items of (context, continuation) requests scored by log-lik
 | mmlu_cloze | the same question without the lettered options | ` <answer text>` | acc, acc_norm |
 
 acc = argmax of the summed log-likelihood; acc_norm = argmax of log-likelihood / character length of the
-continuation. Few-shot examples: MMLU's dev split in order; for the other tasks (which have no dev split
+choice (the continuation without its leading space, as the harness counts it). Few-shot examples: MMLU's dev split in order; for the other tasks (which have no dev split
 here) the first K items, which are then not scored.
 """
 from __future__ import annotations
