@@ -30,16 +30,20 @@ def on_path(env) -> str | None:
     return next((p for p in (shutil.which(n, path=env.get("PATH")) for n in NAMES) if p), None)
 
 
+def _asked(env) -> str | None:
+    """REFINERY_CHROMIUM when it is an executable; else, unless it names another, one on the PATH."""
+    wanted = env.get("REFINERY_CHROMIUM")
+    return wanted if executable(wanted) else None if wanted else on_path(env)
+
+
 def find(env=os.environ, record: Path = RECORD) -> str | None:
     """The Chromium to use, without installing anything: REFINERY_CHROMIUM when it is an executable, else the one
     `ensure` recorded, else one on the PATH (unless REFINERY_CHROMIUM names another)."""
     wanted = env.get("REFINERY_CHROMIUM")
-    if executable(wanted):
-        return wanted
     recorded = record.read_text().strip() if record.is_file() else None
-    if executable(recorded):
+    if not executable(wanted) and executable(recorded):
         return recorded
-    return None if wanted else on_path(env)
+    return _asked(env)
 
 
 def ensure(env=os.environ, root: bool | None = None, record: Path = RECORD, say=print) -> int:
@@ -50,7 +54,7 @@ def ensure(env=os.environ, root: bool | None = None, record: Path = RECORD, say=
     wanted = env.get("REFINERY_CHROMIUM")
     if wanted and not executable(wanted):
         say(f"chromium: REFINERY_CHROMIUM={wanted} is not an executable file")
-    found = wanted if executable(wanted) else None if wanted else on_path(env)
+    found = _asked(env)
     if found is None:
         root = os.geteuid() == 0 if root is None else root
         apt = shutil.which("apt-get", path=env.get("PATH"))

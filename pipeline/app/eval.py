@@ -55,9 +55,8 @@ def main(args, beam_args: list[str]) -> int:
     print(table)
     if args.output:
         out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=1))
-        out.with_suffix(".md").write_text(table + "\n")
+        write_atomic(out, json.dumps(results, indent=1))
+        write_atomic(out.with_suffix(".md"), table + "\n")
         print(f"[eval] {out} and {out.with_suffix('.md')}")
     if samples is not None:
         target = Path(args.log_samples)

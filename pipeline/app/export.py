@@ -28,8 +28,8 @@ def configure(parser) -> None:
 
 def main(args, beam_args: list[str]) -> int:
     model = load_model_weights(args.model)
-    tokenizer = checked_tokenizer(args.model, args.tokenizer)       # the run's own, or refused before writing
-    tokenizer_dir = args.tokenizer or find_tokenizer(args.model)
+    tokenizer_dir = args.tokenizer or str(find_tokenizer(args.model))
+    tokenizer = checked_tokenizer(args.model, tokenizer_dir)         # the run's own, or refused before writing
     out = prepare_output(args.output, "hf-model", [args.model, tokenizer_dir], overwrite=args.overwrite)
     with FolderLock(out):
         files = save_hf(model, out) + save_hf_tokenizer(out, tokenizer_dir)
