@@ -8,7 +8,8 @@
    a pair counts as detected when both end with the same survivor; detection rate per Jaccard bin against
    the theoretical S-curve, recall at J >= 0.8 and precision
    (a removal whose true J with its survivor is < 0.6 is a false positive). Writes docs/img/dedup-s-curve.png.
-3. shuffle: bytes per document the MinHash stage puts through the shuffle (Beam's own coder on the elements).
+3. shuffle: bytes per document the MinHash stage puts through the shuffle (Beam's own coder on the elements;
+   bench/bench_shuffle.py measures every shuffle of a whole curate run).
 4. scale: N synthetic documents' band keys (planted clusters) through bucket grouping and connected components
    on the DirectRunner: wall time and peak RSS of the process and its workers.
 
@@ -130,10 +131,12 @@ def run_dedup(docs: list[dict], cfg: DedupConfig, workdir: str) -> list[dict]:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.dedup import MinHashDedup
-    out = os.path.join(workdir, "out.jsonl")
+    from pipeline.dedup import DecideByKeys, MinHashDedup, key_spec
+    from pipeline.staging import StageChunks
+    out, work = os.path.join(workdir, "out.jsonl"), os.path.join(workdir, "work")
+    stages = [MinHashDedup(cfg).keeping_rejected(True)]
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
-        (p | beam.Create(docs) | MinHashDedup(cfg).keeping_rejected(True)
+        (p | beam.Create(docs) | StageChunks(work, key_spec(stages)) | DecideByKeys(stages, work, True)
          | beam.Map(json.dumps) | beam.io.WriteToText(out, shard_name_template=""))
     return [json.loads(line) for line in open(out)]
 

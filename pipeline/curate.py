@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import threading
@@ -22,13 +23,14 @@ from filters import c4, decontam, fineweb, gopher, language, nsfw, pii, repetiti
 from pipeline import resources
 from pipeline.config import ConfigError, CurateConfig, to_dict
 from pipeline.dataset import PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel, write_atomic
-from pipeline.dedup import Dedup, ExactDedup, LineDedup, MinHashDedup, UrlDedup
+from pipeline.dedup import DecideByKeys, Dedup, ExactDedup, KeyDedup, LineDedup, MinHashDedup, UrlDedup, key_spec
 from pipeline.extract import ExtractText
 from pipeline.mix import Mix, mix_report
 from pipeline.quality import QualityScore
-from pipeline.read import ReadWarc
+from pipeline.read import PlanChunks, ReadChunkDoFn, file_size
 from pipeline.runner import quiet_workers, runner_options
 from pipeline.stage import NAMESPACE, ApplyFilter, Stage
+from pipeline.staging import WORK_DIR, ResumeDoFn, StageChunks, clean_work, work_dir
 from training.artifacts import (
     LOCK,
     MANIFEST,
@@ -112,14 +114,34 @@ def needs_every_input(cfg: CurateConfig) -> bool:
     return any(stage.needs_every_input for stage in active_stages(cfg))
 
 
+def split_at_staging(stages: list[Stage]) -> tuple[list[Stage], list[KeyDedup], list[Stage]]:
+    """The stages before staging (those that look at one document at a time, up to the first that decides over
+    all documents), the key dedup stages that come next, and the rest."""
+    at = next((i for i, stage in enumerate(stages) if stage.needs_every_input), len(stages))
+    keyed = list(itertools.takewhile(lambda stage: isinstance(stage, KeyDedup), stages[at:]))
+    return stages[:at], keyed, stages[at + len(keyed):]
+
+
 def build(pipeline: beam.Pipeline, paths: list[str], cfg: CurateConfig, output_dir: str,
           written: frozenset[str] = frozenset()):
-    """The curation graph on `pipeline`: read, every active stage of the recipe in its order, write. Returns
-    the per-file progress markers. `written`: inputs read again only for the stages that need every input
-    (their outputs are complete and stay as they are)."""
+    """The curation graph on `pipeline`: plan chunks, read those not staged by an earlier run, the per-document
+    stages, stage every chunk (`pipeline/staging.py`), the key dedup stages over staged keys with their verdicts
+    applied chunk by chunk, the remaining stages, write. Returns the per-file progress markers. `written`:
+    inputs read again only for the stages that need every input (their outputs are complete and stay)."""
     keep_rejected = cfg.output.write_rejected
-    docs = pipeline | "ReadWarc" >> ReadWarc(paths, cfg.read)
-    for stage in active_stages(cfg, output_dir):
+    before, keyed, after = split_at_staging(active_stages(cfg, output_dir))
+    work = work_dir(output_dir, config_sha(cfg))
+    planned = (pipeline
+               | "PlanChunks" >> PlanChunks(paths, cfg.read)
+               | "Resume" >> beam.ParDo(ResumeDoFn(work)).with_outputs(ResumeDoFn.STAGED, main="fresh"))
+    docs = planned.fresh | "ReadChunks" >> beam.ParDo(ReadChunkDoFn(cfg.read))
+    for stage in before:
+        docs = docs | stage.name >> stage.keeping_rejected(keep_rejected)
+    staged = docs | "StageChunks" >> StageChunks(work, key_spec(keyed))
+    docs = ((staged, planned[ResumeDoFn.STAGED])
+            | "StagedChunks" >> beam.Flatten()
+            | "Dedup" >> DecideByKeys([stage.keeping_rejected(keep_rejected) for stage in keyed], work, keep_rejected))
+    for stage in after:
         docs = docs | stage.name >> stage.keeping_rejected(keep_rejected)
     return docs | "WriteDataset" >> WriteDataset(output_dir, keep_rejected, cfg.output.write_errors,
                                                  config_sha(cfg), skip=written)
@@ -135,25 +157,60 @@ class CurateResult:
 
 
 class _Progress(threading.Thread):
-    """Prints how many input files are done while the pipeline runs (works with any runner)."""
+    """Prints, while the pipeline runs (with any runner), the bytes and records read so far with rate and ETA
+    (from the markers of staged chunks, so inside a large file too), then the input files written."""
 
-    def __init__(self, output_dir: str, total: int, done_before: int, every_s: float = 5.0):
+    def __init__(self, output_dir: str, work: str, paths: list[str], done_before: int, every_s: float = 5.0):
         super().__init__(daemon=True)
-        self.output_dir, self.total, self.before, self.every_s = output_dir, total, done_before, every_s
+        self.output_dir, self.work, self.paths, self.before = output_dir, work, paths, done_before
+        self.every_s = every_s
         self.stop = threading.Event()
         self.started = time.monotonic()
+        self.seen: dict[str, tuple[int, int]] = {}      # staged marker → (bytes, records); markers never change
+
+    def total_bytes(self) -> int | None:
+        try:
+            return sum(file_size(path) for path in self.paths)
+        except Exception:      # a remote size we cannot ask for: progress without a percentage
+            return None
+
+    def read_so_far(self) -> tuple[int, int, int]:
+        for match in FileSystems.match([join(self.work, "*.json")])[0].metadata_list:
+            if match.path not in self.seen:
+                with FileSystems.open(match.path) as fh:
+                    marker = json.loads(fh.read())
+                end = min(marker["end"], marker["size"]) if marker["size"] else marker["end"]
+                self.seen[match.path] = (max(0, end - marker["chunk"]), marker["records"])
+        return len(self.seen), sum(b for b, _ in self.seen.values()), sum(r for _, r in self.seen.values())
 
     def run(self):
-        last = None
+        total = self.total_bytes()
+        base, last = None, None
         while not self.stop.wait(self.every_s):
             try:
-                done = len(FileSystems.match([join(self.output_dir, PROGRESS_DIR, "*.json")])[0].metadata_list)
+                chunks, done, records = self.read_so_far()
+                written = len(FileSystems.match([join(self.output_dir, PROGRESS_DIR, "*.json")])[0].metadata_list)
             except Exception:
                 continue
-            if done != last:
-                print(f"[curate] {done - self.before}/{self.total} input files written "
-                      f"({time.monotonic() - self.started:.0f} s)", flush=True)
-                last = done
+            if base is None:
+                base = done              # chunks staged by an interrupted run count as done, not as speed
+            elapsed = time.monotonic() - self.started
+            if written > self.before:
+                line = (f"[curate] {written - self.before}/{len(self.paths) - self.before} input files written "
+                        f"({elapsed:.0f} s)")
+            elif total and done >= total:
+                line = f"[curate] all {chunks:,} chunks read ({records:,} records); deduplicating and writing"
+            elif done == base:
+                continue                 # nothing new read yet
+            else:
+                rate = (done - base) / elapsed
+                share = f" ({100 * done / total:.0f} %)" if total else ""
+                eta = f", ETA {(total - done) / rate:.0f} s" if total else ""
+                line = (f"[curate] read {done / 1e6:,.1f}{f'/{total / 1e6:,.1f}' if total else ''} MB{share}: "
+                        f"{chunks:,} chunks, {records:,} records, {rate / 1e6:.2f} MB/s{eta}")
+            if line != last:
+                print(line, flush=True)
+                last = line
 
 
 def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list[str] = (),
@@ -179,7 +236,7 @@ def check_dataset_folder(out: Path) -> None:
         return
     if not out.is_dir():
         raise ArtifactError(f"{out}: a file is there, expected a folder for the dataset")
-    ours = (out / "stats.json").is_file() or (out / PROGRESS_DIR).is_dir() or \
+    ours = (out / "stats.json").is_file() or (out / PROGRESS_DIR).is_dir() or (out / WORK_DIR).is_dir() or \
         ((out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset")
     if any(p.name != LOCK for p in out.iterdir()) and not ours:
         raise ArtifactError(f"{out}: not empty and not a curated dataset (no stats.json, {PROGRESS_DIR}/ or "
@@ -208,6 +265,7 @@ def _curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args, pro
         for path in stale:
             old = [join(output_dir, out) for out in existing[path]["outputs"]]
             FileSystems.delete(old + [join(output_dir, PROGRESS_DIR, f"{shard_name(path)}.json")])
+    clean_work(output_dir, keep=sha)    # other configs' staged chunks, and parts no marker vouches for
     if done:
         print(f"[curate] {len(paths) - len(todo)} of {len(paths)} input files already complete in "
               f"{output_dir}: skipped", flush=True)
@@ -221,7 +279,7 @@ def _curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args, pro
               f"input: re-reading the {len(written)} complete ones without rewriting them", flush=True)
     if todo:
         print(f"[curate] {len(todo)} input files -> {output_dir}", flush=True)
-        reporter = _Progress(output_dir, len(todo), len(done)) if progress else None
+        reporter = _Progress(output_dir, work_dir(output_dir, sha), read, len(done)) if progress else None
         if reporter:
             reporter.start()
         try:
@@ -234,6 +292,9 @@ def _curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args, pro
         finally:
             if reporter:
                 reporter.stop.set()
+        if counters.get("read/chunks_resumed"):
+            print(f"[curate] {counters['read/chunks_resumed']:,} chunks ({counters['read/records_resumed']:,} records) "
+                  f"staged by an interrupted run were not read again", flush=True)
     markers = completed_inputs(output_dir, sha)
     missing = [p for p in paths if p not in markers]
     if missing:
@@ -250,6 +311,7 @@ def _curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args, pro
         print(f"[curate] http(s) reads were retried {counters['read/http_retries']:,} times (throttling or broken "
               f"downloads; each resumed where it stopped)", flush=True)
     write_atomic(join(output_dir, "stats.json"), json.dumps(stats, indent=1).encode())
+    clean_work(output_dir, keep=None)   # every input is complete: what was staged for a rerun is not needed
     if local:
         write_dataset_manifest(Path(output_dir), to_dict(cfg))
     return CurateResult(funnel, len(paths), len(paths) - len(todo), wall_s, counters)

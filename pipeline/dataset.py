@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import doc as items
+from pipeline.stage import Measured
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ class WriteDataset(beam.PTransform):
     def expand(self, pcoll):
         return (pcoll
                 | "KeyByFile" >> beam.Map(lambda item: (item["warc_file"], item))
+                | Measured("write/by_file")
                 | "GroupByFile" >> beam.GroupByKey()
                 | "WriteFile" >> beam.ParDo(WriteFileDoFn(self.output_dir, self.write_rejected, self.write_errors,
                                                          self.config_sha, self.skip)))

@@ -3,121 +3,209 @@
 ```
 UrlDedup      same normalised URL: the latest capture stays
 ExactDedup    same normalised text: the smallest id stays
-MinHashDedup  signatures → band buckets → edges → connected components → verdicts applied to the documents
+MinHashDedup  band keys → buckets → edges → connected components → checked against sketches → verdicts
 LineDedup     (off by default) a line in ≥ 3 documents stays in one of them
 ```
-Each is a stage of its own (`url_dedup`, `exact_dedup`, `minhash_dedup`, `line_dedup`): it takes the live
-documents and decides through its ledger (`pipeline/stage.py`), so the writer still accounts for each record.
-Survivors carry `duplicates_removed`: how many documents the exact and near-duplicate steps removed in their
-favour. Keys, reasons and the config are in `filters/dedup.py`; signatures and components in
+Each is a stage of its own (`url_dedup`, `exact_dedup`, `minhash_dedup`, `line_dedup`). The first three
+decide from keys, never from documents: `pipeline/staging.py` writes each chunk's items once with its keys
+(node id, URL hash and date, text hash, MinHash band keys and sketch, `KeySpec`), and `DecideByKeys` runs the
+stages over the keys of the documents still alive at each, in the recipe's order; only keys, node ids, chunk
+ids and verdicts cross a shuffle. `ApplyVerdictsDoFn` then reads each chunk's items back and decides about
+each document through every stage's ledger (`pipeline/stage.py`), so the writer still accounts for each
+record. Survivors carry `duplicates_removed`: how many documents the exact and near-duplicate steps removed
+in their favour. Keys, reasons and the config are in `filters/dedup.py`; signatures and components in
 `filters/minhash.py` and `filters/components.py`.
 
-MinHashDedup shuffles only integers after the signature step: `((band, band key), node)` into buckets, then
-edges `(node, node)` through the connected-components rounds, then `(node, label)` verdicts that are joined
-back against the documents. The survivor of a component is its smallest node id, a hash of the WARC file's
-name and record id, so the outcome depends neither on worker count and arrival order nor on where the crawl
-is read from.
+The survivor of a group or component is decided by node ids (a hash of the WARC file's name and record id)
+and dates, so the outcome depends neither on worker count and arrival order nor on where the crawl is read
+from.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from filters import components, minhash
 from filters.dedup import DedupConfig, Reason, line_key, normalize_url, text_key
-from pipeline.stage import NAMESPACE, DocDoFn, Ledger, OnLiveDocs
+from pipeline import doc as items
+from pipeline.stage import NAMESPACE, DocDoFn, Ledger, Measured, OnLiveDocs, Stage
+from pipeline.staging import read_items, read_keys
+
+DROP, REMOVED = "drop", "removed"      # a verdict: (stage, node, DROP, survivor) or (stage, node, REMOVED, n)
 
 
 def _node(doc: dict) -> int:
     return minhash.node_id(doc["id"], doc["warc_file"])
 
 
-class Dedup(OnLiveDocs):
+class Dedup(Stage):
     """A dedup stage: it compares every document with every other, so reruns read complete inputs again."""
     needs_every_input = True
 
 
-# ---------------------------------------------------------------------------------------------- URL and exact
+# ---------------------------------------------------------------------------------------------- keys
 
-class _KeepOneDoFn(beam.DoFn):
-    """(key, docs sharing it) → the one `pick` chooses stays, the others are dropped with `reason`."""
+@dataclass(frozen=True)
+class KeySpec:
+    """The key columns the active dedup stages decide by, computed from a chunk's live documents when it is
+    staged: `node` always; `url` (16-byte hash of the normalised URL) and `date`; `text` (16-byte hash of the
+    normalised text); `bands`, `sketch`, `signed` (MinHash band keys and 16-bit sketch; `signed` is false for
+    a text without shingles)."""
+    url: bool = False
+    text: bool = False
+    minhash: DedupConfig | None = None
 
-    def __init__(self, stage: str, reason: Reason, pick, keep_rejected: bool, count_removed: bool):
-        self.stage, self.reason, self.pick, self.keep_rejected = stage, reason, pick, keep_rejected
-        self.count_removed = count_removed
+    def __call__(self, docs: list[dict]) -> dict[str, np.ndarray]:
+        columns = {"node": np.array([_node(d) for d in docs], dtype=np.uint64)}
+        if self.url:
+            columns["url"] = _bytes16([url_key(d) for d in docs])
+            columns["date"] = np.array([d["crawl_date"] for d in docs], dtype=str)
+        if self.text:
+            columns["text"] = _bytes16([text_key(d["text"]) for d in docs])
+        if self.minhash is not None:
+            cfg = self.minhash
+            bands, rows = cfg.bands_rows()
+            band_keys = np.zeros((len(docs), bands), dtype=np.uint64)
+            sketches = np.zeros((len(docs), bands * rows), dtype=np.uint16)
+            signed = np.zeros(len(docs), dtype=bool)
+            for i, doc in enumerate(docs):
+                shingles = minhash.shingle_hashes(doc["text"], cfg.ngram, doc.get("language"))
+                if len(shingles):     # an empty text has no shingles, so no near-duplicates
+                    sig = minhash.signature(shingles, bands * rows, cfg.seed)
+                    band_keys[i] = minhash.band_keys(sig, bands, rows)
+                    sketches[i] = np.frombuffer(minhash.sketch(sig), dtype="<u2")
+                    signed[i] = True
+            columns.update(bands=band_keys, sketch=sketches, signed=signed)
+        return columns
 
-    def setup(self):
-        self.ledger = Ledger(self.stage, self.keep_rejected)
+
+def url_key(doc: dict) -> bytes:
+    """16-byte hash of the normalised URL (a document without one is its own key)."""
+    url = normalize_url(doc["url"]) or f"\0{doc['id']}"
+    return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _bytes16(keys: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
+
+
+def key_spec(stages: list[Stage]) -> KeySpec:
+    """What the stages in `stages` need staged."""
+    names = {stage.name: stage for stage in stages}
+    near = names.get(MinHashDedup.name)
+    return KeySpec(url=UrlDedup.name in names, text=ExactDedup.name in names,
+                   minhash=near.cfg if near is not None else None)
+
+
+class _AliveKeysDoFn(beam.DoFn):
+    """(chunk id, {'ref': staged names, 'out': nodes dropped by earlier stages}) → `emit(keys, i, chunk id)`
+    for each document of the chunk still alive."""
+
+    def __init__(self, work: str, emit):
+        self.work, self.emit = work, emit
 
     def process(self, element):
-        _, docs = element
-        docs = list(docs)          # a group is one URL or one text: small, except for the rare boilerplate page
-        winner = self.pick(docs)
-        for doc in docs:
-            if doc is not winner:
-                yield self.ledger.drop(doc, self.reason, duplicate_of=_node(winner))
-                continue
-            if self.count_removed:
-                doc["duplicates_removed"] = doc.get("duplicates_removed", 0) + len(docs) - 1
-            yield self.ledger.keep(doc)
+        chunk, grouped = element
+        out = set(grouped["out"])
+        for name in grouped["ref"]:
+            keys = read_keys(self.work, name)
+            for i, node in enumerate(keys["node"].tolist()):
+                if node not in out:
+                    yield from self.emit(keys, i, chunk)
 
 
-def _latest(docs: list[dict]) -> dict:
-    return max(docs, key=lambda d: (d["crawl_date"], -_node(d)))     # latest WARC-Date, then smallest id
+class KeyDedup(Dedup):
+    """A dedup stage that decides from staged keys: chunks (with the nodes earlier stages dropped) → verdicts
+    `(chunk id, (stage, node, DROP, survivor))` and `(chunk id, (stage, node, REMOVED, n))`."""
+    reason: Reason
+    counts_removed = True          # survivors add how many this stage removed in their favour
+
+    def __init__(self):
+        super().__init__()
+        self.work = ""
+
+    def reading(self, work: str) -> "KeyDedup":
+        self.work = work
+        return self
 
 
-def _smallest_id(docs: list[dict]) -> dict:
-    return min(docs, key=_node)
+# ---------------------------------------------------------------------------------------------- URL and exact
+
+def _url_entries(keys, i, chunk):
+    yield keys["url"][i].tobytes(), (str(keys["date"][i]), int(keys["node"][i]), chunk)
 
 
-class UrlDedup(Dedup):
+def _text_entries(keys, i, chunk):
+    yield keys["text"][i].tobytes(), (int(keys["node"][i]), chunk)
+
+
+def _keep_latest(element):
+    """A URL's captures (date, node, chunk) → a drop for each but the latest (ties: the smallest id)."""
+    _, captures = element
+    captures = list(captures)
+    winner = max(captures, key=lambda c: (c[0], -c[1]))
+    for date, node, chunk in captures:
+        if (date, node, chunk) != winner:
+            yield chunk, (UrlDedup.name, node, DROP, winner[1])
+
+
+def _keep_smallest(element):
+    """A text's documents (node, chunk) → a drop for each but the smallest id, and the survivor's count."""
+    _, docs = element
+    docs = list(docs)
+    winner = min(docs)
+    for node, chunk in docs:
+        if (node, chunk) != winner:
+            yield chunk, (ExactDedup.name, node, DROP, winner[0])
+    if len(docs) > 1:
+        yield winner[1], (ExactDedup.name, winner[0], REMOVED, len(docs) - 1)
+
+
+class UrlDedup(KeyDedup):
     """Documents with the same normalised URL → the latest capture stays (ties: smallest id)."""
     name = "url_dedup"
+    reason = Reason.URL_DUPLICATE
+    counts_removed = False
 
-    def decide(self, docs):
-        return (docs
-                | "KeyByUrl" >> beam.Map(lambda d: (normalize_url(d["url"]) or f"\0{d['id']}", d))
+    def expand(self, chunks):
+        return (chunks
+                | "UrlKeys" >> beam.ParDo(_AliveKeysDoFn(self.work, _url_entries))
+                | Measured("url_dedup/by_url")
                 | "GroupByUrl" >> beam.GroupByKey()
-                | "KeepLatest" >> beam.ParDo(_KeepOneDoFn(self.name, Reason.URL_DUPLICATE, _latest,
-                                                          self.keep_rejected, count_removed=False)))
+                | "KeepLatest" >> beam.FlatMap(_keep_latest))
 
 
-class ExactDedup(Dedup):
+class ExactDedup(KeyDedup):
     """Documents with the same normalised text → the one with the smallest id stays."""
     name = "exact_dedup"
+    reason = Reason.EXACT_DUPLICATE
 
-    def decide(self, docs):
-        return (docs
-                | "KeyByText" >> beam.Map(lambda d: (text_key(d["text"]), d))
+    def expand(self, chunks):
+        return (chunks
+                | "TextKeys" >> beam.ParDo(_AliveKeysDoFn(self.work, _text_entries))
+                | Measured("exact_dedup/by_text")
                 | "GroupByText" >> beam.GroupByKey()
-                | "KeepSmallestId" >> beam.ParDo(_KeepOneDoFn(self.name, Reason.EXACT_DUPLICATE, _smallest_id,
-                                                              self.keep_rejected, count_removed=True)))
+                | "KeepSmallestId" >> beam.FlatMap(_keep_smallest))
 
 
 # ---------------------------------------------------------------------------------------------- MinHash LSH
 
-class SignatureDoFn(beam.DoFn):
-    """doc → (node, doc) on the main output, ((band, band key), node) per band on `buckets` and
-    (node, 16-bit sketch of the signature) on `sketches`."""
-    BUCKETS, SKETCHES = "buckets", "sketches"
+SKETCHES = "sketches"
 
-    def __init__(self, cfg: DedupConfig):
-        self.cfg = cfg
-        self.bands, self.rows = cfg.bands_rows()
 
-    def setup(self):
-        self.shingles = Metrics.distribution(NAMESPACE, "minhash_dedup/shingles_per_doc")
-
-    def process(self, doc):
-        node = _node(doc)
-        shingles = minhash.shingle_hashes(doc["text"], self.cfg.ngram, doc.get("language"))
-        self.shingles.update(len(shingles))
-        yield node, doc
-        if len(shingles):     # an empty text has no shingles, so no near-duplicates
-            sig = minhash.signature(shingles, self.bands * self.rows, self.cfg.seed)
-            for band, key in enumerate(minhash.band_keys(sig, self.bands, self.rows)):
-                yield beam.pvalue.TaggedOutput(self.BUCKETS, ((band, key), node))
-            yield beam.pvalue.TaggedOutput(self.SKETCHES, (node, minhash.sketch(sig)))
+def _signature_entries(keys, i, chunk):
+    """A staged signature → ((band, band key), node) per band, and (node, (chunk id, sketch)) on `sketches`."""
+    if not keys["signed"][i]:
+        return
+    node = int(keys["node"][i])
+    for band, key in enumerate(keys["bands"][i].tolist()):
+        yield (band, key), node
+    yield beam.pvalue.TaggedOutput(SKETCHES, (node, (chunk, keys["sketch"][i].tobytes())))
 
 
 class BucketEdgesDoFn(beam.DoFn):
@@ -267,20 +355,23 @@ class ConnectedComponents(beam.PTransform):
 
 
 def _route_sketch(element):
-    """node, {'label': [its label], 'sketch': [its sketch], 'survivor': [n]} → the sketch to its label's group,
-    as a member (if the node was moved) or as the survivor (if others were moved to it)."""
+    """node, {'label': [its label], 'sketch': [(chunk, sketch)], 'survivor': [n]} → the sketch to its label's
+    group, as a member (if the node was moved) or as the survivor (if others were moved to it)."""
     node, grouped = element
     sketches = list(grouped["sketch"])
     if not sketches:
         return
     for label in grouped["label"]:
-        yield label, (False, node, sketches[0])
+        for chunk, sketch in sketches:        # two documents share a node only if their ids collide
+            yield label, (False, node, chunk, sketch)
     if list(grouped["survivor"]):
-        yield node, (True, node, sketches[0])
+        for chunk, sketch in sketches:
+            yield node, (True, node, chunk, sketch)
 
 
 class _VerifyDoFn(beam.DoFn):
-    """label, its survivor's and members' sketches → (member, label) for members similar enough to stay moved."""
+    """label, its survivor's and members' sketches → a drop for each member similar enough to its survivor
+    (all of them when the threshold is 0), and the survivor's count of them."""
 
     def __init__(self, threshold: float):
         self.threshold = threshold
@@ -291,75 +382,117 @@ class _VerifyDoFn(beam.DoFn):
 
     def process(self, element):
         label, entries = element
-        members, survivor = [], None
-        for is_survivor, node, sketch in entries:
-            if is_survivor:
-                survivor = sketch
-            else:
-                members.append((node, sketch))
-        for node, sketch in members:
-            similarity = minhash.sketch_jaccard(sketch, survivor)
+        members, survivors = [], []
+        for is_survivor, node, chunk, sketch in entries:
+            (survivors if is_survivor else members).append((node, chunk, sketch))
+        survivor_sketch = survivors[0][2]
+        removed = 0
+        for node, chunk, sketch in members:
+            similarity = minhash.sketch_jaccard(sketch, survivor_sketch)
             self.similarity.update(int(similarity * 100))
             if similarity >= self.threshold:
-                yield node, label
+                removed += 1
+                yield chunk, (MinHashDedup.name, node, DROP, label)
             else:
                 self.ledger.note("verify_rejected")
+        if removed:
+            for _, chunk, _ in survivors:
+                yield chunk, (MinHashDedup.name, label, REMOVED, removed)
 
 
-class ApplyVerdictsDoFn(beam.DoFn):
-    """node, {'doc': [doc], 'label': [its label if not itself], 'removed': [how many it survived]} → the doc,
-    kept or dropped (a node holds two docs only if their ids collide)."""
-
-    def __init__(self, keep_rejected: bool):
-        self.keep_rejected = keep_rejected
-
-    def setup(self):
-        self.ledger = Ledger("minhash_dedup", self.keep_rejected)
-
-    def process(self, element):
-        node, grouped = element
-        labels = list(grouped["label"])
-        label = labels[0] if labels else node
-        removed = sum(grouped["removed"])
-        for doc in grouped["doc"]:
-            if label != node:
-                yield self.ledger.drop(doc, Reason.NEAR_DUPLICATE, duplicate_of=label)
-            else:
-                doc["duplicates_removed"] = doc.get("duplicates_removed", 0) + removed
-                yield self.ledger.keep(doc)
-
-
-class MinHashDedup(Dedup):
+class MinHashDedup(KeyDedup):
     """Near-duplicates by MinHash LSH; one survivor (the smallest id) per connected component."""
     name = "minhash_dedup"
+    reason = Reason.NEAR_DUPLICATE
 
     def __init__(self, cfg: DedupConfig = DedupConfig()):
         super().__init__()
         self.cfg = cfg
 
-    def decide(self, docs):
-        keyed = docs | "Signature" >> beam.ParDo(SignatureDoFn(self.cfg)).with_outputs(
-            SignatureDoFn.BUCKETS, SignatureDoFn.SKETCHES, main="docs")
-        edges = (keyed[SignatureDoFn.BUCKETS]
+    def expand(self, chunks):
+        keyed = chunks | "Signatures" >> beam.ParDo(_AliveKeysDoFn(self.work, _signature_entries)).with_outputs(
+            SKETCHES, main="bands")
+        edges = (keyed.bands
+                 | Measured("minhash_dedup/buckets")
                  | "GroupBuckets" >> beam.GroupByKey()
                  | "BucketEdges" >> beam.ParDo(BucketEdgesDoFn()))
         labels = edges | "Components" >> ConnectedComponents(self.cfg.rounds)
         moved = labels | "Moved" >> beam.Filter(lambda nl: nl[0] != nl[1])
-        if self.cfg.verify_threshold > 0:
-            survivors = (moved
-                         | "Survivors" >> beam.Map(lambda nl: (nl[1], 1))
-                         | "CountMoved" >> beam.CombinePerKey(sum))
-            moved = ({"label": moved, "sketch": keyed[SignatureDoFn.SKETCHES], "survivor": survivors}
-                     | "JoinSketches" >> beam.CoGroupByKey()
-                     | "RouteSketches" >> beam.FlatMap(_route_sketch)
-                     | "GroupByLabel" >> beam.GroupByKey()
-                     | "Verify" >> beam.ParDo(_VerifyDoFn(self.cfg.verify_threshold)))
-        removed_per_survivor = (moved
-                                | "BySurvivor" >> beam.Map(lambda nl: (nl[1], 1))
-                                | "CountRemoved" >> beam.CombinePerKey(sum))
-        return ({"doc": keyed.docs, "label": moved, "removed": removed_per_survivor}
-                | "JoinVerdicts" >> beam.CoGroupByKey()
-                | "Apply" >> beam.ParDo(ApplyVerdictsDoFn(self.keep_rejected)))
+        survivors = (moved
+                     | "Survivors" >> beam.Map(lambda nl: (nl[1], 1))
+                     | "CountMoved" >> beam.CombinePerKey(sum))
+        return ({"label": moved | Measured("minhash_dedup/labels"),
+                 "sketch": keyed[SKETCHES] | Measured("minhash_dedup/sketches"),
+                 "survivor": survivors}
+                | "JoinSketches" >> beam.CoGroupByKey()
+                | "RouteSketches" >> beam.FlatMap(_route_sketch)
+                | "GroupByLabel" >> beam.GroupByKey()
+                | "Verify" >> beam.ParDo(_VerifyDoFn(self.cfg.verify_threshold)))
+
+
+# ---------------------------------------------------------------------------------------------- verdicts → documents
+
+class ApplyVerdictsDoFn(beam.DoFn):
+    """(chunk id, {'ref': staged names, 'verdict': verdicts}) → the chunk's items read back, each live document
+    kept or dropped by every stage in turn, through that stage's ledger."""
+
+    def __init__(self, work: str, stages: list[tuple[str, Reason, bool]], keep_rejected: bool):
+        self.work, self.stages, self.keep_rejected = work, stages, keep_rejected
+
+    def setup(self):
+        self.ledgers = {name: Ledger(name, self.keep_rejected) for name, _, _ in self.stages}
+
+    def process(self, element):
+        _, grouped = element
+        drops, removed = {}, Counter()
+        for stage, node, what, value in grouped["verdict"]:
+            if what == DROP:
+                drops[stage, node] = value
+            else:
+                removed[stage, node] += value
+        for name in sorted(grouped["ref"]):
+            for item in read_items(self.work, name):
+                if item["kind"] == items.DOC:
+                    item = self.decide(item, drops, removed)
+                yield item
+
+    def decide(self, doc: dict, drops: dict, removed: Counter) -> dict:
+        node = _node(doc)
+        for stage, reason, counts_removed in self.stages:
+            ledger = self.ledgers[stage]
+            if (stage, node) in drops:
+                return ledger.drop(doc, reason, duplicate_of=drops[stage, node])
+            if counts_removed:
+                doc["duplicates_removed"] = doc.get("duplicates_removed", 0) + removed[stage, node]
+            ledger.keep(doc)
+        return doc
+
+
+class DecideByKeys(beam.PTransform):
+    """Staged chunks `(chunk id, name)` → their items, with the verdicts of the key dedup stages `stages` (in
+    the recipe's order; each sees the documents the earlier ones kept) applied."""
+
+    def __init__(self, stages: list[KeyDedup], work: str, keep_rejected: bool):
+        super().__init__()
+        self.stages, self.work, self.keep_rejected = stages, work, keep_rejected
+
+    def expand(self, refs):
+        refs = refs | Measured("staged_chunks")
+        out = refs.pipeline | "NothingDroppedYet" >> beam.Create([])      # (chunk id, node) dropped so far
+        verdicts = []
+        for stage in self.stages:
+            alive = {"ref": refs, "out": out} | f"{stage.name}Chunks" >> beam.CoGroupByKey()
+            decided = alive | stage.name >> stage.reading(self.work)
+            verdicts.append(decided | f"{stage.name}Verdicts" >> Measured(f"{stage.name}/verdicts"))
+            dropped = decided | f"{stage.name}Dropped" >> beam.FlatMap(
+                lambda cv: [(cv[0], cv[1][1])] if cv[1][2] == DROP else [])
+            out = (out, dropped) | f"{stage.name}Out" >> beam.Flatten()
+        every = (tuple(verdicts) | "Verdicts" >> beam.Flatten()) if verdicts else \
+            refs.pipeline | "NoVerdicts" >> beam.Create([])
+        stages = [(stage.name, stage.reason, stage.counts_removed) for stage in self.stages]
+        return ({"ref": refs, "verdict": every}
+                | "ByChunk" >> beam.CoGroupByKey()
+                | "Apply" >> beam.ParDo(ApplyVerdictsDoFn(self.work, stages, self.keep_rejected)))
 
 
 # ---------------------------------------------------------------------------------------------- lines (C4)
@@ -420,7 +553,7 @@ class RemoveFrequentLinesDoFn(DocDoFn):
         yield self.ledger.rewrite(doc, text)
 
 
-class LineDedup(Dedup):
+class LineDedup(OnLiveDocs, Dedup):
     """C4's line dedup (Raffel et al. 2020, §2.2, on lines here rather than 3-sentence spans): a normalised line
     found in at least `line_min_docs` documents stays in the one with the smallest id and leaves the others.
 

@@ -8,7 +8,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import doc as items, remote
-from pipeline.stage import beam_counter
+from pipeline.stage import Measured, beam_counter
 from pipeline.warc import Chunk, ErrorReason, Page, ReadConfig, ReadError, open_raw, plan_chunks, read_chunk
 
 _HEAD_BYTES = 1 << 16
@@ -52,7 +52,7 @@ class PlanChunksDoFn(_CountsRetries, beam.DoFn):
             return
         self.retried_since(before)
         for chunk in plan_chunks(path, size, head, self.cfg.split_bytes):
-            yield (chunk.path, chunk.start, chunk.end, chunk.mode)
+            yield (chunk.path, chunk.start, chunk.end, chunk.mode, chunk.size)
 
 
 class ReadChunkDoFn(_CountsRetries, beam.DoFn):
@@ -74,22 +74,23 @@ class ReadChunkDoFn(_CountsRetries, beam.DoFn):
         for outcome in read_chunk(chunk, self.cfg):
             if isinstance(outcome, Page):
                 pages += 1
-                yield items.new_doc(outcome, chunk.path)
+                yield items.new_doc(outcome, chunk.path, chunk.start)
             elif isinstance(outcome, ReadError):
                 errors += 1
                 self.count(f"error/{outcome.reason.value}", 1)
-                yield items.read_error(outcome)
+                yield items.read_error(outcome, chunk.start)
             else:
                 skipped[outcome.value] += 1
                 self.count(f"skipped/{outcome.value}", 1)
         self.count("records_in", pages + errors + sum(skipped.values()))
         self.count("pages", pages)
         self.retried_since(before)
-        yield items.tally(chunk.path, chunk.start, pages, errors, skipped)
+        yield items.tally(chunk.path, chunk.start, pages, errors, skipped, chunk.end, chunk.size)
 
 
-class ReadWarc(beam.PTransform):
-    """WARC paths (local, gs://, s3://, https://) → items. Files are cut into chunks and spread over workers."""
+class PlanChunks(beam.PTransform):
+    """WARC paths (local, gs://, s3://, https://) → their chunks `(path, start, end, mode, size)`, spread over
+    workers; a file that cannot be opened becomes an error item and a tally instead."""
 
     def __init__(self, paths: list[str], cfg: ReadConfig):
         super().__init__()
@@ -99,5 +100,18 @@ class ReadWarc(beam.PTransform):
         return (pbegin
                 | "Files" >> beam.Create(self.paths)
                 | "Plan" >> beam.ParDo(PlanChunksDoFn(self.cfg))
-                | "Spread" >> beam.Reshuffle()
+                | Measured("read/chunks")
+                | "Spread" >> beam.Reshuffle())
+
+
+class ReadWarc(beam.PTransform):
+    """WARC paths → items. Files are cut into chunks and spread over workers."""
+
+    def __init__(self, paths: list[str], cfg: ReadConfig):
+        super().__init__()
+        self.paths, self.cfg = list(paths), cfg
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Chunks" >> PlanChunks(self.paths, self.cfg)
                 | "Read" >> beam.ParDo(ReadChunkDoFn(self.cfg)))

@@ -20,9 +20,11 @@ own Beam plumbing but decide through a ledger all the same.
 from __future__ import annotations
 
 import enum
+import os
 from typing import Callable
 
 import apache_beam as beam
+from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.metrics import Metrics
 
 from filters.verdict import Verdict
@@ -30,6 +32,7 @@ from pipeline import doc as items
 
 NAMESPACE = "refinery"
 KEPT, DROPPED, ERROR = "kept", "dropped", "error"
+SHUFFLE_BYTES = "REFINERY_SHUFFLE_BYTES"      # =1: count what goes into each shuffle (bench/bench_shuffle.py)
 
 
 def beam_counter(stage: str) -> Callable[[str, int], None]:
@@ -190,3 +193,31 @@ class OnLiveDocs(Stage):
         split = pcoll | "Live" >> beam.ParDo(_SplitLiveDoFn()).with_outputs(_SplitLiveDoFn.OTHER, main="docs")
         decided = self.decide(split.docs)
         return (split[_SplitLiveDoFn.OTHER], decided) | "Merge" >> beam.Flatten()
+
+
+class _CountBytesDoFn(beam.DoFn):
+    def __init__(self, name: str):
+        self.name = name
+
+    def setup(self):
+        self.coder, self.count = FastPrimitivesCoder(), beam_counter("shuffle")
+
+    def process(self, element):
+        self.count(f"{self.name}/bytes", len(self.coder.encode(element)))
+        self.count(f"{self.name}/elements", 1)
+        yield element
+
+
+class Measured(beam.PTransform):
+    """Put in front of a shuffle: with REFINERY_SHUFFLE_BYTES=1 in the environment when the graph is built,
+    counts the elements going in and their size under Beam's FastPrimitivesCoder (the Beam counters
+    `shuffle/<name>/bytes` and `.../elements`); otherwise it adds nothing to the graph."""
+
+    def __init__(self, name: str):
+        super().__init__(label=f"Measure[{name}]")
+        self.name = name
+
+    def expand(self, pcoll):
+        if os.environ.get(SHUFFLE_BYTES) != "1":
+            return pcoll
+        return pcoll | "CountBytes" >> beam.ParDo(_CountBytesDoFn(self.name))

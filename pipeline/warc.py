@@ -99,6 +99,7 @@ class Chunk:
     start: int
     end: int
     mode: str   # "members": gzip member per record (splittable) | "gzip": one gzip stream | "plain": uncompressed
+    size: int = 0   # the file's size when the chunks were planned (a resumed run checks it still is)
 
     def __post_init__(self):
         if self.mode not in ("members", "gzip", "plain"):
@@ -200,8 +201,8 @@ def plan_chunks(path: str, size: int, head: bytes, split_bytes: int) -> list[Chu
     """Byte ranges of one file: several for per-record gzip, else the whole file."""
     mode = detect_mode(head)
     if mode != "members" or size <= split_bytes:
-        return [Chunk(path, 0, WHOLE_FILE, mode)]     # offsets in mode gzip are decompressed: no end to compare
-    return [Chunk(path, start, min(start + split_bytes, size), mode) for start in range(0, size, split_bytes)]
+        return [Chunk(path, 0, WHOLE_FILE, mode, size)]     # offsets in mode gzip are decompressed: no end to compare
+    return [Chunk(path, start, min(start + split_bytes, size), mode, size) for start in range(0, size, split_bytes)]
 
 
 # ---------------------------------------------------------------------------------------------- re-synchronising

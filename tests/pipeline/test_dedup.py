@@ -10,7 +10,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from filters import minhash
 from filters.dedup import DedupConfig, Reason
-from pipeline.dedup import ConnectedComponents, ExactDedup, LineDedup, MinHashDedup, UrlDedup
+from pipeline.dedup import ConnectedComponents, DecideByKeys, ExactDedup, LineDedup, MinHashDedup, UrlDedup, key_spec
+from pipeline.staging import StageChunks
 from tests.filters.test_components import nx_labels
 from tests.filters.test_minhash import mutate, true_jaccard
 
@@ -55,13 +56,16 @@ def planted(articles):
 
 
 def run_dedup(docs, tmp_path, cfg=DedupConfig(), url=True, exact=True, near=True, lines=False) -> list[dict]:
-    """The dedup stages the flags name, in the recipe's order, on the DirectRunner; every item that comes out."""
-    stages = [stage for stage, on in ((UrlDedup(), url), (ExactDedup(), exact), (MinHashDedup(cfg), near),
-                                      (LineDedup(cfg), lines)) if on]
+    """The dedup stages the flags name, as curation runs them (items staged per chunk, the key stages deciding
+    from the staged keys, their verdicts applied, then line dedup on the documents), on the DirectRunner;
+    every item that comes out."""
+    keyed = [stage.keeping_rejected(True) for stage, on in ((UrlDedup(), url), (ExactDedup(), exact),
+                                                            (MinHashDedup(cfg), near)) if on]
+    work = str(tmp_path / "work")
     with BeamTestPipeline() as p:
-        items = p | beam.Create(docs)
-        for stage in stages:
-            items = items | stage.name >> stage.keeping_rejected(True)
+        items = (p | beam.Create(docs) | StageChunks(work, key_spec(keyed)) | DecideByKeys(keyed, work, True))
+        if lines:
+            items = items | LineDedup(cfg).keeping_rejected(True)
         (items | beam.Map(json.dumps) | beam.io.WriteToText(str(tmp_path / "out"), shard_name_template=""))
     return [json.loads(line) for line in (tmp_path / "out").read_text().splitlines()]
 
@@ -110,7 +114,7 @@ def test_parts_can_be_turned_off(planted, tmp_path):
 
 def test_non_live_items_pass_through(planted, tmp_path):
     docs, _ = planted
-    other = [{"kind": "tally", "warc_file": "planted.warc.gz", "chunk_start": 0, "pages": 2, "errors": 0,
+    other = [{"kind": "tally", "warc_file": "planted.warc.gz", "chunk": 0, "pages": 2, "errors": 0,
               "skipped": {}},
              {"kind": "error", "warc_file": "planted.warc.gz", "warc_offset": 5, "stage": "read",
               "reason": "truncated_record", "detail": ""}]

@@ -37,8 +37,9 @@ DATAFLOW = ["--runner=DataflowRunner", "--project=my-project", "--region=europe-
             "--temp_location=gs://my-bucket/tmp", f"--sdk_container_image={IMAGE}"]
 # --dry_run: when the GCP client libraries are installed, Beam's validator would otherwise ask GCS about the bucket
 DATAFLOW_CHECKED = [*DATAFLOW, "--dry_run=True"]
-STAGE_NAMES = ["ReadWarc", "url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb",
-               "nsfw", "pii", "url_dedup", "exact_dedup", "minhash_dedup", "decontam", "mix", "WriteDataset"]
+STAGE_NAMES = ["PlanChunks", "Resume", "ReadChunks", "url", "extract", "language", "gopher_repetition",
+               "gopher_quality", "c4", "fineweb", "nsfw", "pii", "StageChunks", "StagedChunks", "Dedup", "decontam",
+               "mix", "WriteDataset"]
 
 
 def gcp_extras_installed() -> bool:

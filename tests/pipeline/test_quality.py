@@ -81,7 +81,7 @@ def test_quality_stage_keeps_the_top_fraction(model, data, tmp_path):
                (data / "text/dclm-human-quality-labels/majority_data.jsonl").read_text().splitlines()]
     docs = [{"kind": "doc", "id": str(i), "url": "", "warc_file": "f", "warc_record_id": str(i), "warc_offset": i,
              "crawl_date": "", "text": r["text"], "trace": []} for i, r in enumerate(records)]
-    docs.append({"kind": "tally", "warc_file": "f", "chunk_start": 0, "pages": 0, "errors": 0, "skipped": {}})
+    docs.append({"kind": "tally", "warc_file": "f", "chunk": 0, "pages": 0, "errors": 0, "skipped": {}})
     target = tmp_path / "out"
     with BeamTestPipeline() as p:
         (p | beam.Create(docs) | quality.QualityScore(QualityConfig(model_path=model, top_fraction=0.5))
