@@ -226,7 +226,7 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
         return _curate(paths, output_dir, cfg, beam_args, progress, started, local)
 
 
-DATASET_FILES = ("stats.json", "mix_plan.json", "mix.json", "mix.png", "README.md")
+DATASET_FILES = ("stats.json", "mix_plan.json", "mix.json", "mix.png", "README.md", "corpus.png")
 DATASET_FOLDERS = ("data", "errors", "rejected", "domains", PROGRESS_DIR)
 
 

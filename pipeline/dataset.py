@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import doc as items
+from pipeline import corpus, doc as items
 from pipeline.stage import Measured
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,8 @@ class WriteFileDoFn(beam.DoFn):
                 write_atomic(join(self.output_dir, "rejected", stage, f"{name}.parquet"),
                              _parquet_bytes(rows, REJECTED_SCHEMA))
                 written.append(f"rejected/{stage}/{name}.parquet")
-        marker = {"input": path, "outputs": written, "config_sha": self.config_sha, **funnel}
+        marker = {"input": path, "outputs": written, "config_sha": self.config_sha, **funnel,
+                  "corpus": corpus.file_stats(docs)}
         write_atomic(join(self.output_dir, PROGRESS_DIR, f"{name}.json"), json.dumps(marker, indent=1).encode())
         yield marker
 
@@ -220,13 +221,15 @@ def total_funnel(markers: list[dict]) -> dict:
             total["chars"][stage].update(c)
     accounted = (total["kept"] + sum(total["skipped"].values()) + sum(total["errors"].values())
                  + sum(sum(c.values()) for c in total["dropped"].values()))
+    with_corpus = [marker["corpus"] for marker in markers if "corpus" in marker]
     return {"records_in": total["records_in"], "kept": total["kept"],
             "skipped": dict(sorted(total["skipped"].items())),
             "dropped": {s: dict(sorted(c.items())) for s, c in total["dropped"].items()},
             "errors": dict(sorted(total["errors"].items())),
             "chars": {s: {"in": c["in"], "out": c["out"]} for s, c in total["chars"].items()},
             "files": total["files"],
-            "balanced": accounted == total["records_in"] and all(m["balanced"] for m in markers)}
+            "balanced": accounted == total["records_in"] and all(m["balanced"] for m in markers),
+            "corpus": {**corpus.merge(with_corpus), "files_without_statistics": len(markers) - len(with_corpus)}}
 
 
 def format_funnel(funnel: dict, stages: list[str]) -> str:

@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
+from pipeline import corpus
 from pipeline.curate import write_dataset_manifest
 from pipeline.dataset import SCHEMA
 from training.artifacts import ArtifactError, problems, read_manifest, safe_name, stray_files
@@ -30,6 +31,7 @@ from training.files import write_atomic
 from training.shards import ShardError, read_header, scan_shard
 
 CARD = "README.md"
+CORPUS_PLOT = "corpus.png"
 
 
 def _size_category(n: int) -> str:
@@ -74,9 +76,9 @@ def publish(dataset_dir: str, license: str = "other", name: str | None = None) -
         card.append(f"| {stage} | {sum(reasons.values()):,} | "
                     + ", ".join(f"{r} {n:,}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])) + " |")
     card += ["", "Skipped records: " + ", ".join(f"{r} {n:,}" for r, n in stats.get("skipped", {}).items()),
-             "Errors: " + (", ".join(f"{r} {n:,}" for r, n in stats.get("errors", {}).items()) or "none"), "",
-             "## Languages", "", "| language | documents |", "|---|---:|"]
-    card += [f"| {lang} | {n:,} |" for lang, n in languages.most_common(20)]
+             "Errors: " + (", ".join(f"{r} {n:,}" for r, n in stats.get("errors", {}).items()) or "none")]
+    card += corpus_section(root, stats.get("corpus") if not stats.get("corpus", {}).get("files_without_statistics")
+                           else None, table)
     card += ["", "## Columns", "", ", ".join(f"`{c}`" for c in table.column_names), "",
              "Lineage: `warc_file`, `warc_record_id` and `warc_offset` locate each document's WARC record.", "",
              "## Config used", "", "```yaml", yaml.safe_dump(stats.get("config", {}), sort_keys=False).strip(),
@@ -84,6 +86,29 @@ def publish(dataset_dir: str, license: str = "other", name: str | None = None) -
     write_atomic(root / CARD, "\n".join(card))
     write_dataset_manifest(root, stats.get("config", {}))
     return {"documents": table.num_rows, "domains": domains, "files": len(read_manifest(root)["files"])}
+
+
+def corpus_section(root: Path, stats: dict | None, table) -> list[str]:
+    """The card's corpus statistics (pipeline/corpus.py) and ROOT/corpus.png; from stats.json's `corpus`, or
+    from the data itself for a dataset curated before it had one."""
+    source = "by the writer from every document kept (stats.json, `corpus`)"
+    if not stats:
+        stats, source = corpus.merge([corpus.file_stats(table.to_pylist())]), "from the documents in data/"
+    write_atomic(root / CORPUS_PLOT, corpus.plot_png(stats))
+    lines = ["", "## Corpus statistics", "",
+             f"Words are whitespace-separated tokens. Computed {source}.", "",
+             f"![document length, scores and duplicate clusters]({CORPUS_PLOT})", ""]
+    for key, title in (("languages", "language"), ("domains", "domain")):
+        lines += [f"| {title} | documents | share | words | share of words | mean words |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {docs:,} | {share} | {words:,} | {word_share} | {mean:,} |"
+                  for name, docs, share, words, word_share, mean in corpus.table_rows(stats, key)]
+        lines.append("")
+    histogram = stats.get("words_histogram", {})
+    lines.append("Documents by length in words: " + ", ".join(f"{int(edge):,}+ {n:,}" for edge, n in histogram.items()))
+    clusters = stats.get("duplicate_clusters", {})
+    lines += ["", "Kept documents by duplicate-cluster size: " + ", ".join(f"{k}: {n:,}" for k, n in clusters.items())]
+    return lines
 
 
 def verify(directory: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from pipeline import corpus
 from pipeline.app.common import BEAM_EPILOG, UsageError, add_config_options, positive_int
 from pipeline.commoncrawl import CC_BASE, resolve_crawl
 from pipeline.config import load_config
@@ -79,6 +80,7 @@ def main(args, beam_args: list[str]) -> int:
         logging.getLogger(__name__).info("curate failed", exc_info=True)        # project, region, temp_location)
         raise
     print(format_funnel(result.funnel, stages))
+    print(corpus.summary(result.funnel["corpus"]))
     print(f"[curate] {result.inputs} input files ({result.skipped_complete} already complete), "
           f"{result.funnel['kept']:,} documents kept, {result.wall_s:.1f} s; stats in {args.output}/stats.json")
     return 0 if result.funnel["balanced"] else 3

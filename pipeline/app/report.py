@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import yaml
 
+from pipeline import corpus
 from pipeline.dataset import write_atomic
 from training.loop import read_log, tokens_axis
 
@@ -161,6 +162,21 @@ def domain_mix(curated: Path, tokens: dict | None) -> list[list]:
             for d in sorted(docs, key=lambda d: -docs[d])]
 
 
+# ---- corpus statistics
+
+def corpus_section(stats: dict | None) -> str:
+    """Languages, domains, lengths, scores and duplicate clusters of the curated documents (pipeline/corpus.py)."""
+    if not stats or not stats.get("docs"):
+        return "<p>No corpus statistics (no document kept, or a dataset curated before they existed).</p>"
+    headers = ["documents", "share", "words", "share of words", "mean words"]
+    rows = {key: [[name, num(docs), share, num(words), word_share, num(mean)]
+                  for name, docs, share, words, word_share, mean in corpus.table_rows(stats, key)]
+            for key in ("languages", "domains")}
+    return (f"<p>{esc(corpus.summary(stats))}</p>" + png(corpus.figure(stats)) +
+            table(["language", *headers], rows["languages"], {1, 2, 3, 4, 5}) +
+            table(["domain", *headers], rows["domains"], {1, 2, 3, 4, 5}))
+
+
 # ---- training and evaluation
 
 def loss_chart(log_path: Path, unigram: float | None, wikitext: float | None) -> str:
@@ -241,6 +257,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     sections = [
         ("Funnel: every record in, accounted for", funnel_section(stats)),
         ("Drops by filter and reason", drops_section(stats)),
+        ("Corpus statistics", corpus_section(stats.get("corpus"))),
         ("Domain mix of the curated dataset",
          table(["domain", "documents", "share", "characters", "tokens", "token share"],
                domain_mix(run_dir / "curated", tokens), {1, 2, 3, 4, 5})),

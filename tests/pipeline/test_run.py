@@ -10,6 +10,7 @@ import pytest
 from pipeline.app.ablate import verdict
 from pipeline.app.cli import main
 from pipeline.app.report import funnel_rows, write_run_report
+from pipeline.corpus import summary
 from tests.conftest import TINY
 
 
@@ -53,8 +54,10 @@ def test_run_writes_a_report_whose_funnel_is_stats_json(tiny_run):
     for task in ("arc_easy", "piqa"):
         assert evals[(task, "acc")].startswith(f"{results[task]['acc']:.3f} ± ")
         assert 0 < results[task]["chance"] <= 0.5
-    # self-contained: charts inline, no script, nothing fetched
-    assert html.count('src="data:image/png;base64,') == 2
+    # corpus statistics: stats.json's, with their chart
+    assert summary(stats["corpus"]) in unescape(html) and stats["corpus"]["docs"] == stats["kept"]
+    # self-contained: charts inline (funnel, corpus, loss), no script, nothing fetched
+    assert html.count('src="data:image/png;base64,') == 3
     assert "<script" not in html and 'src="http' not in html and "<link" not in html
     assert "refinery curate --input" in unescape(html) and "refinery train --config" in unescape(html)
 
