@@ -7,9 +7,9 @@ stages decide by (`pipeline/dedup.py`: node id, URL hash, date, text hash, MinHa
 decides over keys read from the keys files, and its verdicts are applied to each chunk's items read back
 from its items file. So no document text goes through a shuffle before the final write.
 
-A chunk whose items all arrived (the tally's pages + errors) gets a marker `<name>.json`, written last. A
-killed run, rerun with the same config, finds the markers and does not read or extract those chunks again
-(`ResumeDoFn`); the markers also drive the progress line of `refinery curate`. Items that reach the stager
+A chunk whose items all arrived (the tally's pages + errors) gets a marker `<name>.json`, written last, with
+the sha256 of both files. A killed run, rerun with the same config, finds the markers and does not read or
+extract those chunks again (`ResumeDoFn`; a chunk whose files do not match is read again); the markers also drive the progress line of `refinery curate`. Items that reach the stager
 without their chunk complete (items made in a test, or a runner that splits a chunk's items over bundles) are
 staged as a part without a marker, so they are used by this run and never resumed. The whole `_work/` folder
 is removed when the run completes.
@@ -20,12 +20,14 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import shutil
 import uuid
 from collections import defaultdict
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
@@ -34,6 +36,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 from pipeline import doc as items
 from pipeline.dataset import join, shard_name, write_atomic
 from pipeline.stage import beam_counter
+
+log = logging.getLogger(__name__)
 
 WORK_DIR = "_work"
 ITEMS, KEYS, MARKER = ".items.jsonl.gz", ".keys.npz", ".json"
@@ -60,9 +64,12 @@ def _json_default(value):
     raise TypeError(f"cannot stage a value of type {type(value).__name__}")
 
 
-def write_items(work: str, stem: str, chunk_items: list[dict]) -> None:
+def write_items(work: str, stem: str, chunk_items: list[dict]) -> str:
+    """Writes the items; returns the file's sha256."""
     lines = "".join(json.dumps(item, default=_json_default) + "\n" for item in chunk_items)
-    write_atomic(join(work, stem + ITEMS), gzip.compress(lines.encode(), compresslevel=1, mtime=0))
+    data = gzip.compress(lines.encode(), compresslevel=1, mtime=0)
+    write_atomic(join(work, stem + ITEMS), data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_items(work: str, stem: str) -> list[dict]:
@@ -70,10 +77,12 @@ def read_items(work: str, stem: str) -> list[dict]:
         return [json.loads(line) for line in fh.read().decode().splitlines()]
 
 
-def write_keys(work: str, stem: str, columns: dict[str, np.ndarray]) -> None:
+def write_keys(work: str, stem: str, columns: dict[str, np.ndarray]) -> str:
+    """Writes the key columns; returns the file's sha256."""
     buffer = io.BytesIO()
     np.savez(buffer, **columns)
     write_atomic(join(work, stem + KEYS), buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
 def read_keys(work: str, stem: str) -> dict[str, np.ndarray]:
@@ -91,6 +100,21 @@ def read_marker(work: str, name: str) -> dict | None:
         return None           # absent, or unreadable: the chunk is read again
 
 
+def intact(work: str, name: str, marker: dict) -> bool:
+    """Whether the staged chunk's files are there with the sha256 its marker recorded."""
+    digests = marker.get("sha256", {})
+    if set(digests) != {ITEMS, KEYS}:
+        return False
+    for suffix, digest in digests.items():
+        try:
+            with FileSystems.open(join(work, name + suffix), compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                if hashlib.sha256(fh.read()).hexdigest() != digest:
+                    return False
+        except OSError:
+            return False
+    return True
+
+
 def resumable(marker: dict | None, chunk: tuple) -> bool:
     """Whether a staged chunk's marker matches the chunk planned now (same byte range of a file of the same
     size: a file replaced in between is read again)."""
@@ -101,7 +125,8 @@ def resumable(marker: dict | None, chunk: tuple) -> bool:
 
 class ResumeDoFn(beam.DoFn):
     """Planned chunk → itself to read (main output), or, if an earlier run of the same config staged it
-    whole, its reference on `staged` (counted: read/chunks_resumed, read/records_resumed)."""
+    whole, its reference on `staged` (counted: read/chunks_resumed, read/records_resumed). A staged chunk whose
+    files do not match their checksums is read again (read/chunks_damaged)."""
     STAGED = "staged"
 
     def __init__(self, work: str):
@@ -116,11 +141,14 @@ class ResumeDoFn(beam.DoFn):
             return
         name = chunk_name(element[0], element[1])
         marker = read_marker(self.work, name)
-        if resumable(marker, element) and all(FileSystems.exists(join(self.work, name + s)) for s in (ITEMS, KEYS)):
-            self.count("chunks_resumed", 1)
-            self.count("records_resumed", marker["records"])
-            yield beam.pvalue.TaggedOutput(self.STAGED, (chunk_id(name), name))
-            return
+        if resumable(marker, element):
+            if intact(self.work, name, marker):
+                self.count("chunks_resumed", 1)
+                self.count("records_resumed", marker["records"])
+                yield beam.pvalue.TaggedOutput(self.STAGED, (chunk_id(name), name))
+                return
+            self.count("chunks_damaged", 1)
+            log.warning("staged chunk %s does not match its checksums: reading it again", join(self.work, name))
         yield element
 
 
@@ -161,13 +189,12 @@ class StageChunkDoFn(beam.DoFn):
         name = chunk_name(path, start)
         stem = name if complete else f"{name}.part-{uuid.uuid4().hex[:12]}"
         docs = [i for i in chunk_items if i["kind"] == items.DOC]
-        write_items(self.work, stem, chunk_items)
-        write_keys(self.work, stem, self.keys(docs))
+        digests = {ITEMS: write_items(self.work, stem, chunk_items), KEYS: write_keys(self.work, stem, self.keys(docs))}
         self.count("docs", len(docs))
         if complete:
             records = tally["pages"] + tally["errors"] + sum(tally["skipped"].values())
             marker = {"input": path, "chunk": start, "end": tally.get("end", 0), "size": tally.get("size", 0),
-                      "records": records, "docs": len(docs)}
+                      "records": records, "docs": len(docs), "sha256": digests}
             write_atomic(join(self.work, name + MARKER), json.dumps(marker).encode())
             self.count("chunks", 1)
         else:

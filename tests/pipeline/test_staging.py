@@ -3,6 +3,7 @@ output unchanged, nothing complete is read or extracted again, and no document t
 final write."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,3 +112,36 @@ def test_clean_work_keeps_only_this_configs_complete_chunks(tmp_path):
         ["abc/x-0.items.jsonl.gz", "abc/x-0.json"]
     clean_work(str(tmp_path), keep=None)
     assert not work.exists()
+
+
+def test_a_damaged_staged_chunk_is_read_again(crawl_slice, tmp_path, monkeypatch):
+    """A run stopped after staging (its writes undone by hand), then rerun: an intact chunk is resumed, one with
+    a flipped byte is read again; both reruns write what an uninterrupted run wrote."""
+    import pipeline.curate as curate_module
+    cfg = load_config(None)
+    whole = tmp_path / "whole"
+    curate([crawl_slice], str(whole), cfg, progress=False)
+    original = curate_module.clean_work
+
+    def stopped_after_staging(damage: bool) -> Path:
+        out = tmp_path / f"stopped-{damage}"
+        monkeypatch.setattr(curate_module, "clean_work", lambda o, keep: None if keep is None else original(o, keep))
+        curate([crawl_slice], str(out), cfg, progress=False)
+        monkeypatch.setattr(curate_module, "clean_work", original)
+        for path in out.iterdir():              # what a kill before the writes leaves: the work folder alone
+            if path.name != WORK_DIR:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if damage:
+            items = next((out / WORK_DIR).rglob("*.items.jsonl.gz"))
+            data = bytearray(items.read_bytes())
+            data[len(data) // 2] ^= 0x40
+            items.write_bytes(bytes(data))
+        return out
+
+    for damage in (False, True):
+        out = stopped_after_staging(damage)
+        again = curate([crawl_slice], str(out), cfg, progress=False)
+        assert again.counters.get("read/chunks_resumed", 0) == (0 if damage else 1)
+        assert again.counters.get("read/chunks_damaged", 0) == (1 if damage else 0)
+        assert again.counters.get("read/pages", 0) == (100 if damage else 0)
+        assert rows(out) == rows(whole) and funnel(out) == funnel(whole)
