@@ -30,7 +30,7 @@ from pipeline.quality import QualityScore
 from pipeline.read import PlanChunks, ReadChunkDoFn, file_size
 from pipeline.runner import quiet_workers, runner_options
 from pipeline.stage import NAMESPACE, ApplyFilter, Stage
-from pipeline.staging import WORK_DIR, ResumeDoFn, StageChunks, clean_work, work_dir
+from pipeline.staging import WORK_DIR, ResumeDoFn, StageChunks, clean_work, staged_file, work_dir
 from training.artifacts import (
     LOCK,
     MANIFEST,
@@ -236,7 +236,9 @@ def check_dataset_folder(out: Path) -> None:
         return
     if not out.is_dir():
         raise ArtifactError(f"{out}: a file is there, expected a folder for the dataset")
-    ours = (out / "stats.json").is_file() or (out / PROGRESS_DIR).is_dir() or (out / WORK_DIR).is_dir() or \
+    staged = (out / WORK_DIR).is_dir() and any(staged_file(p.relative_to(out / WORK_DIR).as_posix())
+                                               for p in (out / WORK_DIR).glob("*/*"))
+    ours = (out / "stats.json").is_file() or (out / PROGRESS_DIR).is_dir() or staged or \
         ((out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset")
     if any(p.name != LOCK for p in out.iterdir()) and not ours:
         raise ArtifactError(f"{out}: not empty and not a curated dataset (no stats.json, {PROGRESS_DIR}/ or "

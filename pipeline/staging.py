@@ -21,9 +21,10 @@ import hashlib
 import io
 import json
 import logging
-import shutil
+import re
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
@@ -213,18 +214,31 @@ class StageChunks(beam.PTransform):
         return pcoll | "Stage" >> beam.ParDo(StageChunkDoFn(self.work, self.keys))
 
 
+_OURS = re.compile(r"^[0-9a-f]{16}/[^/]+(\.items\.jsonl\.gz|\.keys\.npz|\.json)(\.tmp-[0-9a-f]{8})?$")
+
+
+def staged_file(relative: str) -> bool:
+    """Whether a path under `_work/` is one staging writes: `<config>/<chunk>` + a staged suffix (or its
+    temporary name)."""
+    return bool(_OURS.match(relative))
+
+
 def clean_work(output_dir: str, keep: str | None) -> None:
-    """Remove the work folder's files, except those of the config `keep` (its complete chunks are resumed;
-    its parts, which no marker vouches for, go)."""
+    """Remove staged files from the work folder, except those of the config `keep` (its complete chunks are
+    resumed; its parts, which no marker vouches for, go). Only files staging writes are touched."""
     root = join(output_dir, WORK_DIR)
     if not FileSystems.exists(root):
         return
     doomed = []
     for match in FileSystems.match([join(root, "**")])[0].metadata_list:
         relative = match.path[len(root):].lstrip("/")
-        if keep is None or not relative.startswith(keep + "/") or ".part-" in relative or ".tmp-" in relative:
+        if staged_file(relative) and (keep is None or not relative.startswith(keep + "/") or ".part-" in relative
+                               or ".tmp-" in relative):
             doomed.append(match.path)
     if doomed:
         FileSystems.delete(doomed)
-    if keep is None and "://" not in root:       # local folders left empty by the deletes above
-        shutil.rmtree(root, ignore_errors=True)
+    if "://" not in root:                 # local config folders the deletes left empty, then _work/ if empty
+        configs = [f for f in Path(root).iterdir() if f.is_dir() and re.fullmatch(r"[0-9a-f]{16}", f.name)]
+        for folder in [f for f in configs if keep is None or f.name != keep] + [Path(root)]:
+            if not any(folder.iterdir()):
+                folder.rmdir()

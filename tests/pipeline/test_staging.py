@@ -102,16 +102,24 @@ def test_a_staged_chunk_is_resumed_only_as_planned_now():
     assert not resumable(None, ("a.warc.gz", 0, 2097152, "members", 5000000))
 
 
-def test_clean_work_keeps_only_this_configs_complete_chunks(tmp_path):
+def test_clean_work_keeps_only_this_configs_complete_chunks_and_touches_nothing_else(tmp_path):
     work = tmp_path / WORK_DIR
-    for name in ("abc/x-0.json", "abc/x-0.items.jsonl.gz", "abc/x-0.part-1234.items.jsonl.gz", "old/y-0.json"):
+    this, other = "0123456789abcdef", "fedcba9876543210"
+    staged = [f"{this}/x-0.json", f"{this}/x-0.items.jsonl.gz", f"{this}/x-0.part-1234.items.jsonl.gz",
+              f"{this}/x-0.keys.npz.tmp-0a1b2c3d", f"{other}/y-0.json", f"{other}/y-0.keys.npz"]
+    users = [f"{this}/notes.txt", "mine/x-0.json", "readme.md"]          # not ours: never deleted
+    for name in staged + users:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_text("{}")
-    clean_work(str(tmp_path), keep="abc")
-    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file()) == \
-        ["abc/x-0.items.jsonl.gz", "abc/x-0.json"]
+    clean_work(str(tmp_path), keep=this)
+    left = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file())
+    assert left == sorted([f"{this}/x-0.items.jsonl.gz", f"{this}/x-0.json", *users])
     clean_work(str(tmp_path), keep=None)
-    assert not work.exists()
+    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file()) == sorted(users)
+    assert not (work / other).exists() and (work / "mine").is_dir()
+    (work / this / "notes.txt").unlink()
+    clean_work(str(tmp_path), keep=None)
+    assert not (work / this).exists() and (work / "mine" / "x-0.json").is_file()
 
 
 def test_a_damaged_staged_chunk_is_read_again(crawl_slice, tmp_path, monkeypatch):
@@ -145,3 +153,18 @@ def test_a_damaged_staged_chunk_is_read_again(crawl_slice, tmp_path, monkeypatch
         assert again.counters.get("read/chunks_damaged", 0) == (1 if damage else 0)
         assert again.counters.get("read/pages", 0) == (100 if damage else 0)
         assert rows(out) == rows(whole) and funnel(out) == funnel(whole)
+
+
+def test_someone_elses_work_folder_does_not_make_a_folder_ours(tmp_path):
+    from pipeline.curate import check_dataset_folder
+    from training.artifacts import ArtifactError
+    out = tmp_path / "mine"
+    (out / WORK_DIR).mkdir(parents=True)
+    (out / WORK_DIR / "draft.txt").write_text("the user's")
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(ArtifactError, match="not a curated dataset"):
+        check_dataset_folder(out)
+    marker = out / WORK_DIR / "0123456789abcdef" / "a-0000000000000.json"      # what a killed run leaves
+    marker.parent.mkdir()
+    marker.write_text("{}")
+    check_dataset_folder(out)
