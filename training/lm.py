@@ -23,7 +23,7 @@ import torch
 from training.artifacts import MANIFEST, ArtifactError
 from training.hf import load_model
 from training.losses import token_logprobs
-from training.model import Transformer
+from training.model import KVCache, Transformer
 from training.tokenizer import Tokenizer
 
 
@@ -72,6 +72,7 @@ class LM:
     tokenizer: object               # _SentencePiece or _HuggingFace
     name: str
     batch_size: int = 16
+    prefix_cache: bool = True       # each context once, its choices from its keys and values (see loglikelihood)
 
     @property
     def device(self):
@@ -84,7 +85,8 @@ class LM:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
 
-    def _split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    def tokens(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """The context's and the continuation's token ids as `loglikelihood` scores them."""
         spaces = len(context) - len(context.rstrip(" "))
         if spaces:                                   # harness: "Answer: " + "A" is scored as "Answer:" + " A"
             context, continuation = context[:-spaces], context[-spaces:] + continuation
@@ -96,18 +98,47 @@ class LM:
 
     @torch.no_grad()
     def loglikelihood(self, requests: list[tuple[str, str]], progress=None) -> list[tuple[float, bool]]:
-        """(log p(continuation | context), is greedy) for each (context, continuation)."""
-        # one forward per distinct input: the four " A" ... " D" of an MMLU question share theirs
-        by_input: dict[tuple, list[tuple[int, list[int], int]]] = {}
+        """(log p(continuation | context), is greedy) for each (context, continuation). With `prefix_cache`
+        (the default) each distinct context runs once and its choices continue from its keys and values."""
+        splits = []
         for i, (context, continuation) in enumerate(requests):
-            ctx, cont = self._split(context, continuation)
+            ctx, cont = self.tokens(context, continuation)
             if not cont:
                 raise ValueError(f"request {i}: empty continuation")
+            splits.append((ctx, cont))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        cached = self._worth_caching(splits) if self.prefix_cache else set()
+        if cached:
+            self._score_from_cache([(i, *splits[i]) for i in sorted(cached)], results, progress)
+        self._score_whole([(i, *splits[i]) for i in range(len(splits)) if i not in cached], results, progress)
+        return results
+
+    def _worth_caching(self, splits: list[tuple[list[int], list[int]]]) -> set[int]:
+        """The requests whose context is shared by several continuations and at least as long as they are on
+        average (ARC, HellaSwag, few-shot prompts), and that fit the window: there one context pass saves more
+        than the second pass and its padding cost (PIQA's two long solutions to a short goal do not gain)."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (ctx, cont) in enumerate(splits):
+            if len(ctx) + len(cont) <= self.max_length + 1:
+                groups.setdefault(tuple(ctx), []).append(i)
+        return {i for ctx, members in groups.items() if len(members) > 1
+                and len(ctx) >= sum(len(splits[i][1]) for i in members) / len(members) for i in members}
+
+    def _score(self, hidden, targets: list[int]) -> tuple[float, bool]:
+        """hidden (n, D) at the positions that predict `targets` → (Σ log p, all greedy)."""
+        logits = self.model.logits(hidden).float().cpu()                                      # (n, V)
+        targets = torch.tensor(targets)
+        return float(token_logprobs(logits, targets).sum()), bool((logits.argmax(-1) == targets).all())
+
+    def _score_whole(self, requests: list[tuple[int, list[int], list[int]]], results: list, progress) -> None:
+        """Each distinct input in one forward, batched longest first (the reference path; also for inputs longer
+        than the context window, which keep their end)."""
+        by_input: dict[tuple, list[tuple[int, list[int], int]]] = {}
+        for i, ctx, cont in requests:
             seq = (ctx + cont)[-(self.max_length + 1):]
             # a continuation longer than the window is scored on its last max_length tokens
             by_input.setdefault(tuple(seq[:-1]), []).append((i, seq, min(len(cont), len(seq) - 1)))
         order = sorted(by_input.items(), key=lambda e: -len(e[0]))      # longest first: padding stays small
-        results: list[tuple[float, bool] | None] = [None] * len(requests)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             width = max(len(inp) for inp, _ in chunk)
@@ -117,14 +148,63 @@ class LM:
             hidden, _ = self.model.hidden_states(inputs.to(self.device))                   # (B, T, D)
             for row, (inp, members) in enumerate(chunk):
                 for index, seq, n in members:
-                    targets = torch.tensor(seq[-n:])
-                    positions = torch.arange(len(seq) - 1 - n, len(seq) - 1)
-                    logits = self.model.logits(hidden[row, positions]).float().cpu()                   # (n, V)
-                    results[index] = (float(token_logprobs(logits, targets).sum()),
-                                      bool((logits.argmax(-1) == targets).all()))
+                    results[index] = self._score(hidden[row, len(seq) - 1 - n:len(seq) - 1], seq[-n:])
                 if progress is not None:
                     progress(len(members))
-        return results
+
+    def _score_from_cache(self, requests: list[tuple[int, list[int], list[int]]], results: list, progress) -> None:
+        """Requests grouped by context: a batch of `batch_size` contexts runs once (right-padded, keys and values
+        kept), then every continuation of every context in the batch runs after its context's cache, at its own
+        positions, padding masked. The last context position predicts each continuation's first token."""
+        groups: dict[tuple, list[tuple[int, list[int]]]] = {}
+        for i, ctx, cont in requests:
+            groups.setdefault(tuple(ctx), []).append((i, cont))
+        # longest continuations first, then longest contexts: what is padded in a batch stays small
+        order = sorted(groups.items(), key=lambda g: (-max(len(c) for _, c in g[1]), -len(g[0])))
+        batch: list = []
+        for group in order + [None]:
+            if batch and (group is None or len(batch) == self.batch_size):
+                self._run_cached_batch(batch, results)
+                if progress is not None:
+                    progress(sum(len(m) for _, m in batch))
+                batch = []
+            if group is not None:
+                batch.append(group)
+
+    def _run_cached_batch(self, batch: list, results: list) -> None:
+        device = self.device
+        lengths = [len(ctx) for ctx, _ in batch]
+        width = max(lengths)
+        contexts = torch.zeros(len(batch), width, dtype=torch.long)
+        ctx_mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, (ctx, _) in enumerate(batch):
+            contexts[row, :len(ctx)] = torch.tensor(ctx)
+            ctx_mask[row, :len(ctx)] = 1
+        cache = KVCache(len(self.model.layers))
+        hidden, _ = self.model.hidden_states(contexts.to(device), cache, ctx_mask.to(device))      # (G, Tc, D)
+        rows = [(g, i, cont) for g, (_, members) in enumerate(batch) for i, cont in members]
+        more = max(len(cont) - 1 for _, _, cont in rows)
+        after = None
+        if more:                        # continuations of more than one token: the rest runs after the cache
+            inputs = torch.zeros(len(rows), more, dtype=torch.long)
+            mask = torch.zeros(len(rows), width + more, dtype=torch.long)
+            positions = torch.zeros(len(rows), more, dtype=torch.long)
+            for r, (g, _, cont) in enumerate(rows):
+                inputs[r, :len(cont) - 1] = torch.tensor(cont[:-1])
+                mask[r, :lengths[g]] = 1
+                mask[r, width:width + len(cont) - 1] = 1
+                positions[r] = lengths[g] + torch.arange(more)
+            positions = positions.clamp(max=self.max_length - 1)           # padding's positions stay in the table
+            index = torch.tensor([g for g, _, _ in rows], device=device)
+            expanded = KVCache(len(self.model.layers))
+            expanded.keys = [k.index_select(0, index) for k in cache.keys]
+            expanded.values = [v.index_select(0, index) for v in cache.values]
+            after, _ = self.model.hidden_states(inputs.to(device), expanded, mask.to(device),
+                                                positions.to(device))                                # (R, Tn, D)
+        for r, (g, i, cont) in enumerate(rows):
+            first = hidden[g, lengths[g] - 1][None]                                                   # (1, D)
+            states = first if len(cont) == 1 else torch.cat([first, after[r, :len(cont) - 1]])
+            results[i] = self._score(states, cont)
 
     @torch.no_grad()
     def rolling_nll(self, text: str, window: int | None = None, stride: int | None = None,

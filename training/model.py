@@ -90,7 +90,8 @@ def rope_tables(head_size: int, length: int, theta: float, device=None) -> tuple
 
 
 def apply_rope(x, cos, sin):
-    """x (B, heads, T, S) rotated by position; cos/sin (T, S). The first and second halves of a head pair up."""
+    """x (B, heads, T, S) rotated by position; cos/sin (T, S), or (B, 1, T, S) for positions per row. The first
+    and second halves of a head pair up."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return (x * cos + rotated * sin).to(x.dtype)
@@ -277,13 +278,19 @@ class Transformer(nn.Module):
         """(..., D) final hidden states -> (..., V): evaluation applies it only where it needs scores."""
         return self.lm_head(self.norm(hidden))
 
-    def hidden_states(self, idx, cache: KVCache | None = None, key_mask=None):
-        """(B, T, D) hidden states before the final norm, and the MoE stats per layer."""
+    def hidden_states(self, idx, cache: KVCache | None = None, key_mask=None, positions=None):
+        """(B, T, D) hidden states before the final norm, and the MoE stats per layer. `positions` (B, T): each
+        token's position, where rows of one batch continue caches of different (padded) lengths; by default
+        the cache's length onwards."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
-        if start + T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence of {start + T} tokens, the model's max_seq_len is {self.cfg.max_seq_len}")
-        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]   # (T, S)
+        last = start + T if positions is None else int(positions.max()) + 1
+        if last > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {last} tokens, the model's max_seq_len is {self.cfg.max_seq_len}")
+        if positions is None:
+            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]   # (T, S)
+        else:
+            cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]   # (B, 1, T, S)
         x = self.embed(idx)                                                          # (B, T, D)
         stats = []
         for i, layer in enumerate(self.layers):

@@ -40,6 +40,9 @@ def configure(parser) -> None:
     parser.add_argument("--log-samples", metavar="FILE.jsonl",
                         help="also write one row per multiple-choice item: its requests (context, continuation), each "
                              "choice's log-likelihood and greedy flag, the predictions and whether they were right")
+    parser.add_argument("--no-prefix-cache", action="store_true",
+                        help="run each (context + choice) whole instead of each context once with its choices "
+                             "continuing from its keys and values (the same scores, to within float rounding; slower)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -50,7 +53,8 @@ def main(args, beam_args: list[str]) -> int:
     results = run_eval(args.model, split_list(args.tasks), shared_data_dir(), limit=args.limit, shots=args.shots,
                        tokenizer=args.tokenizer, batch_size=args.batch_size, window=args.window, stride=args.stride,
                        text_bytes=args.text_bytes, progress=not args.no_progress,
-                       other_tokenizer=args.other_tokenizer, samples=samples)
+                       other_tokenizer=args.other_tokenizer, samples=samples,
+                       prefix_cache=not args.no_prefix_cache)
     table = markdown_table(results)
     print(table)
     if args.output:

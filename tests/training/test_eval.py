@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from pipeline.app.cli import main
 from training.eval.evaluate import WIKITEXT, score_task, wikitext_documents
 from training.eval.tasks import TASKS, Item, Task, load_task
+from training.hf import load_model
 from training.lm import LM, _SentencePiece
 from training.model import ModelConfig, Transformer
 from training.tokenizer import Tokenizer
@@ -99,6 +100,61 @@ def test_loglikelihood_is_the_sum_over_continuation_tokens(tiny_lm):
         assert greedy == all(int(logprobs[p].argmax()) == t for p, t in zip(positions, targets))
     one_by_one = [LM(tiny_lm.model, tiny_lm.tokenizer, "t", batch_size=1).loglikelihood([r])[0] for r in requests]
     assert [s[0] for s in one_by_one] == pytest.approx([s[0] for s in scores], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(sample_tokens, tmp_path_factory):
+    """A randomly initialised LlamaForCausalLM (GQA, untied head, 2 layers) saved as an HF folder, our model
+    loaded from that folder, and the sample tokenizer (its vocabulary sizes the model)."""
+    import transformers      # heavy: only this fixture builds an HF model
+    tokenizer = Tokenizer(str(sample_tokens / "tokenizer"))
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=160,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=96, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    reference = transformers.LlamaForCausalLM(config).eval()
+    folder = tmp_path_factory.mktemp("llama") / "tiny"
+    reference.save_pretrained(folder)
+    return reference, load_model(folder).eval(), _SentencePiece(tokenizer)
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_loglikelihoods_equal_llama_for_causal_lm_cached_and_not(tiny_llama, data, prefix_cache):
+    """Per choice, our log-likelihood (each context once and its choices from its keys and values, or each
+    input whole) equals the sum over the continuation's tokens of a direct LlamaForCausalLM forward; batches
+    mix contexts of different lengths, single- and many-token continuations, and inputs past the window."""
+    reference, model, tokenizer = tiny_llama
+    lm = LM(model=model, tokenizer=tokenizer, name="tiny-llama", batch_size=7, prefix_cache=prefix_cache)
+    requests = [r for name in ("arc_easy", "hellaswag", "mmlu") for item in load_task(name, data, limit=4).items
+                for r in item.requests]
+    requests.append(("word " * 150, " past the window"))                   # longer than the 96-token context
+    scores = lm.loglikelihood(requests)
+    for (context, continuation), (ll, greedy) in zip(requests, scores):
+        ctx, cont = lm.tokens(context, continuation)
+        whole = (ctx + cont)[-97:]
+        with torch.no_grad():
+            logprobs = F.log_softmax(reference(torch.tensor([whole[:-1]])).logits[0].float(), dim=-1)
+        n = min(len(cont), len(whole) - 1)
+        positions = range(len(whole) - 1 - n, len(whole) - 1)
+        expected = sum(float(logprobs[p, t]) for p, t in zip(positions, whole[-n:]))
+        assert ll == pytest.approx(expected, abs=2e-4), (context[-40:], continuation)
+        assert greedy == all(int(logprobs[p].argmax()) == t for p, t in zip(positions, whole[-n:]))
+    assert len({len(lm.tokens(*r)[0]) for r in requests}) > 5 and max(len(lm.tokens(*r)[1]) for r in requests) > 10
+
+
+def test_the_prefix_cache_runs_each_context_once(tiny_llama, data):
+    """ARC's answers share their question: with the cache the model embeds (padding included) under 60 % of the
+    tokens it embeds running each input whole, for the same log-likelihoods."""
+    _, model, tokenizer = tiny_llama
+    requests = [r for item in load_task("arc_easy", data, limit=12).items for r in item.requests]
+    seen = []
+    hook = model.embed.register_forward_hook(lambda module, args, out: seen.append(args[0].numel()))
+    cached = LM(model=model, tokenizer=tokenizer, name="t", batch_size=8).loglikelihood(requests)
+    tokens_cached, seen[:] = sum(seen), []
+    whole = LM(model=model, tokenizer=tokenizer, name="t", batch_size=8, prefix_cache=False).loglikelihood(requests)
+    hook.remove()
+    assert [c[0] for c in cached] == pytest.approx([w[0] for w in whole], abs=2e-4)
+    assert tokens_cached < 0.6 * sum(seen)
 
 
 def test_rolling_nll_scores_every_token_once(tiny_lm, data):

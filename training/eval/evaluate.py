@@ -89,13 +89,14 @@ def text_bpb(lm, text: str, window: int | None = None, stride: int | None = None
 def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, shots: int = 0,
              tokenizer: str | None = None, batch_size: int = 16, window: int | None = None,
              stride: int | None = None, text_bytes: int | None = None, progress: bool = True, log=print,
-             other_tokenizer: bool = False, samples: list | None = None) -> dict:
+             other_tokenizer: bool = False, samples: list | None = None, prefix_cache: bool = True) -> dict:
     """Evaluate `model` on `tasks` (names from training/eval/tasks.py, plus `wikitext` for bits per byte).
     `samples`: a list that gets a row per multiple-choice item (see score_task)."""
 
     data_dir = Path(data_dir)
     started = time.monotonic()
     lm = load_lm(model, tokenizer=tokenizer, batch_size=batch_size, other_tokenizer=other_tokenizer)
+    lm.prefix_cache = prefix_cache
     log(f"[eval] {model}: {lm.model.num_params() / 1e6:.1f} M parameters, context {lm.max_length}")
     warn_if_busy(tqdm.write if progress else log, "[eval]")
     results = {}
@@ -125,7 +126,8 @@ def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, s
         results[name]["seconds"] = round(time.monotonic() - t0, 1)
         log(f"[eval] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()
                                            if k in ("acc", "acc_norm", "ppl", "bpb", "acc_subject_mean")))
-    results["_meta"] = {"model": str(model), "limit": limit, "shots": shots, "wall_s": round(time.monotonic() - started, 1),
+    results["_meta"] = {"model": str(model), "limit": limit, "shots": shots, "prefix_cache": prefix_cache,
+                        "wall_s": round(time.monotonic() - started, 1),
                         "parameters": lm.model.num_params()}
     return results
 
