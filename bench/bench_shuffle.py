@@ -53,7 +53,8 @@ def measure(tree: Path, inputs: str) -> dict:
 def table(result: dict) -> tuple[list[tuple], dict]:
     counters = result["counters"]
     pages = counters["read/pages"]
-    into_dedup = counters.get("pii/kept") or counters.get("stage/docs")
+    # the documents staged (this checkout), or what the last per-document stage kept (a checkout before staging)
+    into_dedup = counters.get("stage/docs") or counters.get("pii/kept")
     names = sorted({k.removeprefix("shuffle/").rsplit("/", 1)[0] for k in counters if k.startswith("shuffle/")})
     rows = []
     for name in names:

@@ -161,7 +161,7 @@ class StageChunkDoFn(beam.DoFn):
     written as a part without a marker."""
 
     def __init__(self, work: str, keys):
-        self.work, self.keys = work, keys      # keys: docs → {column: array} (pipeline/dedup.py doc_keys)
+        self.work, self.keys = work, keys      # keys: docs → {column: array} (pipeline/dedup.py KeySpec)
 
     def setup(self):
         self.count = beam_counter("stage")

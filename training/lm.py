@@ -107,22 +107,23 @@ class LM:
                 raise ValueError(f"request {i}: empty continuation")
             splits.append((ctx, cont))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        cached = self._worth_caching(splits) if self.prefix_cache else set()
-        if cached:
-            self._score_from_cache([(i, *splits[i]) for i in sorted(cached)], results, progress)
+        groups = self._worth_caching(splits) if self.prefix_cache else []
+        self._score_from_cache(groups, results, progress)
+        cached = {i for _, members in groups for i, _ in members}
         self._score_whole([(i, *splits[i]) for i in range(len(splits)) if i not in cached], results, progress)
         return results
 
-    def _worth_caching(self, splits: list[tuple[list[int], list[int]]]) -> set[int]:
-        """The requests whose context is shared by several continuations and at least as long as they are on
-        average (ARC, HellaSwag, few-shot prompts), and that fit the window: there one context pass saves more
-        than the second pass and its padding cost (PIQA's two long solutions to a short goal do not gain)."""
-        groups: dict[tuple, list[int]] = {}
+    def _worth_caching(self, splits: list[tuple[list[int], list[int]]]) -> list[tuple[tuple, list]]:
+        """(context, [(request index, continuation)...]) for contexts shared by several continuations and at
+        least as long as they are on average (ARC, HellaSwag, few-shot prompts), that fit the window: there one
+        context pass saves more than the second pass and its padding cost (PIQA's two long solutions to a short
+        goal do not gain)."""
+        groups: dict[tuple, list[tuple[int, list[int]]]] = {}
         for i, (ctx, cont) in enumerate(splits):
             if len(ctx) + len(cont) <= self.max_length + 1:
-                groups.setdefault(tuple(ctx), []).append(i)
-        return {i for ctx, members in groups.items() if len(members) > 1
-                and len(ctx) >= sum(len(splits[i][1]) for i in members) / len(members) for i in members}
+                groups.setdefault(tuple(ctx), []).append((i, cont))
+        return [(ctx, members) for ctx, members in groups.items()
+                if len(members) > 1 and len(ctx) >= sum(len(cont) for _, cont in members) / len(members)]
 
     def _score(self, hidden, targets: list[int]) -> tuple[float, bool]:
         """hidden (n, D) at the positions that predict `targets` → (Σ log p, all greedy)."""
@@ -152,24 +153,17 @@ class LM:
                 if progress is not None:
                     progress(len(members))
 
-    def _score_from_cache(self, requests: list[tuple[int, list[int], list[int]]], results: list, progress) -> None:
+    def _score_from_cache(self, groups: list[tuple[tuple, list]], results: list, progress) -> None:
         """Requests grouped by context: a batch of `batch_size` contexts runs once (right-padded, keys and values
         kept), then every continuation of every context in the batch runs after its context's cache, at its own
         positions, padding masked. The last context position predicts each continuation's first token."""
-        groups: dict[tuple, list[tuple[int, list[int]]]] = {}
-        for i, ctx, cont in requests:
-            groups.setdefault(tuple(ctx), []).append((i, cont))
         # longest continuations first, then longest contexts: what is padded in a batch stays small
-        order = sorted(groups.items(), key=lambda g: (-max(len(c) for _, c in g[1]), -len(g[0])))
-        batch: list = []
-        for group in order + [None]:
-            if batch and (group is None or len(batch) == self.batch_size):
-                self._run_cached_batch(batch, results)
-                if progress is not None:
-                    progress(sum(len(m) for _, m in batch))
-                batch = []
-            if group is not None:
-                batch.append(group)
+        order = sorted(groups, key=lambda g: (-max(len(c) for _, c in g[1]), -len(g[0])))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            self._run_cached_batch(batch, results)
+            if progress is not None:
+                progress(sum(len(members) for _, members in batch))
 
     def _run_cached_batch(self, batch: list, results: list) -> None:
         device = self.device
