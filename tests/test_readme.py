@@ -100,7 +100,7 @@ def test_every_readme_command_runs_after_the_quick_start(tiny_run, quality_model
             code = e.code
         assert code == 0, f"README line failed: {line}\n{capsys.readouterr().err[-2000:]}"
         ran.append(line)
-    assert len(ran) == len([x for x in lines if not any(x.startswith(start) for start in SKIPPED)]) == 19
+    assert len(ran) == len([x for x in lines if not any(x.startswith(start) for start in SKIPPED)]) == 20
     assert (tmp_path / "out/hf-model/tokenizer.json").is_file() and (tmp_path / "out/ppo/manifest.json").is_file()
     err = capsys.readouterr().err
     assert "Traceback" not in err

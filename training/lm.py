@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from training.artifacts import MANIFEST, ArtifactError
-from training.hf import load_model
+from training.hf import imported, load_hf_tokenizer, load_model
 from training.losses import token_logprobs
 from training.model import KVCache, Transformer
 from training.tokenizer import Tokenizer
@@ -229,15 +229,12 @@ def load_lm(spec: str | Path, tokenizer: str | None = None, device: str = "cpu",
     tokenizer its run recorded (sha256), unless `other_tokenizer` says to take `tokenizer` whatever it is."""
     path = Path(spec)
     model = load_model(path).to(device).eval()
-    if path.suffix == ".gguf":
-        from transformers import AutoTokenizer  # heavy, optional ([hf] extra): only for Hugging Face models
-        tok = _HuggingFace(AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name))
-    elif (path / "tokenizer.json").is_file() and (path / "config.json").is_file() and \
-            not (path / "tokenizer.model").is_file() and tokenizer is None:
-        from transformers import AutoTokenizer  # heavy, optional ([hf] extra): only for Hugging Face models
-        tok = _HuggingFace(AutoTokenizer.from_pretrained(str(path)))
+    hf = imported(path)
+    if hf is not None and (hf.suffix == ".gguf" or (hf / "tokenizer.json").is_file()
+                           and not (hf / "tokenizer.model").is_file() and tokenizer is None):
+        tok = _HuggingFace(load_hf_tokenizer(hf))
     else:
-        tok = _SentencePiece(checked_tokenizer(path, tokenizer, other_tokenizer))
+        tok = _SentencePiece(checked_tokenizer(hf or path, tokenizer, other_tokenizer))
     if tok.vocab_size > model.cfg.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size:,} ids, the model {model.cfg.vocab_size:,}")
     return LM(model=model, tokenizer=tok, name=path.name or str(path), batch_size=batch_size)

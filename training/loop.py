@@ -43,7 +43,7 @@ from training.model import collapsed_experts
 
 log = logging.getLogger("refinery.train")
 
-SCHEDULES = ("cosine", "wsd", "constant")
+SCHEDULES = ("cosine", "wsd", "constant", "linear")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class OptimConfig:
     lr: float = 3e-3                # peak; small models take a high rate (nanoGPT's shakespeare-char uses 1e-3)
     min_lr_ratio: float = 0.1       # the rate decays to lr · this (Chinchilla: 10x down)
     warmup_steps: int = 50
-    schedule: str = "cosine"        # cosine | wsd (warmup-stable-decay) | constant
+    schedule: str = "cosine"        # cosine | wsd (warmup-stable-decay) | constant | linear (transformers' default)
     decay_fraction: float = 0.2     # wsd: the last 20 % of steps decay (Hägele et al. 2024)
     beta1: float = 0.9
     beta2: float = 0.95             # GPT-3 / Llama
@@ -119,8 +119,10 @@ def lr_at(step: int, optim: OptimConfig, steps: int) -> float:
         return optim.lr * (step + 1) / optim.warmup_steps
     if optim.schedule == "constant":
         return optim.lr
-    if optim.schedule == "cosine":
+    if optim.schedule in ("cosine", "linear"):
         progress = min(1.0, (step - optim.warmup_steps) / max(1, steps - optim.warmup_steps))
+        if optim.schedule == "linear":      # with min_lr_ratio 0 and no warmup: lr · (1 − step/steps), as HF's
+            return floor + (1 - progress) * (optim.lr - floor)
         return floor + 0.5 * (1 + math.cos(math.pi * progress)) * (optim.lr - floor)
     start = decay_start(optim, steps)                       # wsd: stable, then 1 - sqrt decay (Hägele et al.)
     if step < start:

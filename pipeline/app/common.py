@@ -54,14 +54,23 @@ def dataset_data(path: str) -> str:
     return str(folder / "data") if (folder / "data").is_dir() else str(folder)
 
 
-def add_run_options(parser, model_help: str = "one of our runs or checkpoints") -> None:
-    """--model, --output and --resume of the verbs that train from a model."""
-    parser.add_argument("--model", metavar="RUN_OR_CHECKPOINT", help=f"the model to start from: {model_help}")
+MODELS = ("one of our runs or checkpoints, a Hugging Face Llama folder or a GGUF file (its own chat template; "
+          "the result also as an HF folder, RUN/model)")
+
+
+def add_run_options(parser, model_help: str = MODELS) -> None:
+    """--model, --output, --resume, --overwrite, --lora and --merge of the post-training verbs."""
+    parser.add_argument("--model", metavar="MODEL", help=f"the model to start from: {model_help}")
     parser.add_argument("--output", metavar="DIR", help="the run folder to write")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue a killed run from its last intact checkpoint (its saved config, then --set)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier run in --output (only the files its manifest lists are removed)")
+    parser.add_argument("--lora", action="store_true",
+                        help="train LoRA adapters only (peft; --set lora.rank=16 lora.alpha=32 lora.dropout=0 "
+                             "lora.targets=[q,k,v,o,gate,up,down]); they are saved alone in RUN/adapter")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --lora: also save the model with the adapters merged in (RUN/model, an HF folder)")
 
 
 def run_config(loader, args, overrides: list[str]):
@@ -73,7 +82,12 @@ def run_config(loader, args, overrides: list[str]):
         return loader(None, [*args.set, f"run.out_dir={args.resume}"], base=json.loads(saved.read_text()))
     if not args.model or not args.output:
         raise UsageError("give --model and --output (or --resume RUN_DIR)")
-    return loader(args.config, [*overrides, *(["run.overwrite=true"] if args.overwrite else [])])
+    if getattr(args, "merge", False) and not args.lora:
+        raise UsageError("--merge merges LoRA adapters: give --lora too")
+    flags = [*(["run.overwrite=true"] if args.overwrite else []),
+             *(["lora.enabled=true"] if getattr(args, "lora", False) else []),
+             *(["lora.merge=true"] if getattr(args, "merge", False) else [])]
+    return loader(args.config, [*overrides, *flags])
 
 
 # ---- argument types: a bad number is `argument --X: expected ..., got ...` (exit 2), never a traceback

@@ -11,7 +11,8 @@ from training.post.dpo import load_dpo_config, train_dpo
 
 
 def configure(parser) -> None:
-    parser.description = ("DPO of one of our checkpoints against itself as the frozen reference (its log-probs "
+    parser.description = ("DPO of a model (ours, an HF Llama folder or a GGUF file; --lora for adapters) against "
+                          "itself as the frozen reference (its log-probs "
                           "computed once). Reports held-out reward accuracy and margins, the policy's log-prob margin, "
                           "and the mean length of sampled replies to held-out prompts before and after.")
     add_preference_options(parser, "--set beta=0.1 --set variant=ipo --set length_normalized=true "

@@ -10,16 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from pipeline.app.common import HH_RLHF, add_config_options, add_run_options, run_config, shared_paths
+from pipeline.app.common import HH_RLHF, MODELS, add_config_options, add_run_options, run_config, shared_paths
 from training.post.ppo import load_ppo_config, train_ppo
 
 
 def configure(parser) -> None:
-    parser.description = ("PPO of one of our checkpoints against a `refinery reward` model: sampled replies, per-token "
+    parser.description = ("PPO of a model (ours, an HF Llama folder or a GGUF file; --lora for adapters) against a "
+                          "`refinery reward` model: sampled replies, per-token "
                           "k1 KL penalty to the starting model, GAE, whitened advantages, clipped policy and value "
                           "losses, in the loop every objective shares (resume, DDP, bf16). Held-out prompts' mean "
                           "reward score, KL and reply length are measured before, during and after.")
-    add_run_options(parser, "one of our runs or checkpoints (also the KL reference)")
+    add_run_options(parser, MODELS + "; also the KL reference")
     parser.add_argument("--reward-model", metavar="REWARD_RUN")
     parser.add_argument("--prompts", action="append", default=[], metavar="FILE",
                         help="preference pairs (their context is the prompt) or JSONL {prompt}/{messages}; "

@@ -11,7 +11,8 @@ from training.post.reward import load_reward_config, train_reward
 
 
 def configure(parser) -> None:
-    parser.description = ("A scalar head on one of our checkpoints, trained on chosen/rejected pairs (every 10th pair "
+    parser.description = ("A scalar head on a model (ours, an HF Llama folder or a GGUF file; --lora for adapters), "
+                          "trained on chosen/rejected pairs (every 10th pair "
                           "held out); reports held-out pairwise accuracy with a 95 % Wilson interval.")
     add_preference_options(parser, "--set run.steps=300 --set center_coef=0.01 --set data.limit=2000")
 

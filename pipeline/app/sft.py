@@ -12,7 +12,9 @@ from training.post.sft import load_sft_config, sft
 
 
 def configure(parser) -> None:
-    parser.description = ("Fine-tune one of our checkpoints on Alpaca JSON, Self-Instruct seed tasks, or JSONL with "
+    parser.description = ("Fine-tune a model (ours, an HF Llama folder or a GGUF file, through its chat template; "
+                          "--lora "
+                          "for adapters) on Alpaca JSON, Self-Instruct seed tasks, or JSONL with "
                           "messages or prompt/completion; every 10th example is held out and its answer loss logged "
                           "before and during training.")
     add_run_options(parser)

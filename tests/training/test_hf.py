@@ -119,7 +119,7 @@ def test_what_cannot_be_converted_says_why(tmp_path):
             "intermediate_size": 16}
     with pytest.raises(FormatError, match="RoPE scaling 'llama3'"):
         config_from_hf({**base, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
-    with pytest.raises(FormatError, match="only Llama"):
+    with pytest.raises(FormatError, match="model_type .gpt2. is not supported: refinery trains and evaluates Llama"):
         config_from_hf({**base, "model_type": "gpt2"})
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_hf(tmp_path)

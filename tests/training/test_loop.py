@@ -59,7 +59,7 @@ def test_wsd_holds_then_decays_over_the_last_fraction():
 
 def test_bad_optim_values_name_the_key():
     with pytest.raises(ValueError, match="schedule must be one of"):
-        OptimConfig(schedule="linear")
+        OptimConfig(schedule="exponential")
     with pytest.raises(ValueError, match="lr must be > 0"):
         OptimConfig(lr=0)
 
@@ -227,7 +227,7 @@ def test_train_command_writes_log_checkpoints_summary_and_plot(sample_tokens, tm
 
 
 def test_bad_config_is_a_clear_error(sample_tokens, tmp_path, capsys):
-    assert main(["train", *tiny(sample_tokens, tmp_path), "--set", "optim.schedule=linear"]) == 2
+    assert main(["train", *tiny(sample_tokens, tmp_path), "--set", "optim.schedule=exponential"]) == 2
     assert "schedule must be one of" in capsys.readouterr().err
     assert main(["train", *tiny(sample_tokens, tmp_path), "--set", "model.widht=3"]) == 2
     assert "unknown key(s) widht" in capsys.readouterr().err

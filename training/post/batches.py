@@ -1,6 +1,7 @@
 """Batches of whole examples (conversations, pairs) for the loop, in passes over the data.
 
-Each pass visits every example once, in a permutation seeded by (seed, pass). Micro-batch `index` of `step`
+Each pass visits every example once, in a permutation seeded by (seed, pass) (or in the file's order, `shuffle`
+off). Micro-batch `index` of `step`
 takes the `rows` consecutive slots starting at (step · per_step + index) · rows, `per_step` coming from the loop
 (grad_accum × processes): a pure function of where training is, like the pretraining batches, so a resumed run
 and a DDP run draw exactly what one uninterrupted process would.
@@ -13,13 +14,16 @@ import numpy as np
 
 
 class EpochBatches:
-    def __init__(self, examples: Sequence, rows: int, collate: Callable[[list], dict], seed: int = 0):
+    def __init__(self, examples: Sequence, rows: int, collate: Callable[[list], dict], seed: int = 0,
+                 shuffle: bool = True):
         if not examples:
             raise ValueError("no training examples")
-        self.examples, self.rows, self.collate, self.seed = examples, rows, collate, seed
+        self.examples, self.rows, self.collate, self.seed, self.shuffle = examples, rows, collate, seed, shuffle
         self._orders: dict[int, np.ndarray] = {}
 
     def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:                 # the file's order every pass (a sequential sampler)
+            return np.arange(len(self.examples))
         if epoch not in self._orders:
             if len(self._orders) > 4:
                 self._orders.clear()

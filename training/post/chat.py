@@ -7,31 +7,33 @@ Our format (training/post/conversation.py): `</s> [<|system|> … <|end|>] <|use
 from __future__ import annotations
 
 from training.generate import generate
-from training.post.conversation import encode_prompt
-
-
-def _raw(tokenizer):
-    """The tokenizer under training/lm.py's wrappers."""
-    return getattr(tokenizer, "tok", tokenizer)
-
-
-def is_templated(tokenizer) -> bool:
-    return hasattr(_raw(tokenizer), "apply_chat_template")
+from training.post.conversation import encode_prompt, is_templated, raw_tokenizer, render
 
 
 def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """Ids of `messages` followed by the opening of an assistant turn."""
-    raw = _raw(tokenizer)
-    if is_templated(raw):
-        if not getattr(raw, "chat_template", None):
-            raise ValueError("this model's tokenizer has no chat template")
-        ids = raw.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    return encode_prompt(raw, messages)
+    if is_templated(tokenizer):
+        return render(tokenizer, messages, generation_prompt=True)
+    return encode_prompt(raw_tokenizer(tokenizer), messages)
+
+
+def reply_closing(tokenizer) -> list[int]:
+    """What the chat format puts after an assistant reply's text: `<|end|>` EOS for ours; for an imported model,
+    the tokens its template renders after the reply (SmolLM2: `<|im_end|>` and a newline)."""
+    raw = raw_tokenizer(tokenizer)
+    if not is_templated(raw):
+        return [raw.roles["<|end|>"], raw.eos_id]
+    probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]
+    whole = render(raw, probe)
+    start = render(raw, probe[:1], generation_prompt=True)
+    reply = raw(probe[1]["content"], add_special_tokens=False)["input_ids"]
+    if whole[:len(start) + len(reply)] != start + reply:
+        raise ValueError("this model's chat template does not render a reply as its own tokens")
+    return whole[len(start) + len(reply):]
 
 
 def stop_ids(tokenizer) -> set[int]:
-    raw = _raw(tokenizer)
+    raw = raw_tokenizer(tokenizer)
     stops = {raw.eos_token_id} if is_templated(raw) else {raw.eos_id, raw.roles["<|end|>"]}
     return {i for i in stops if i is not None}
 
@@ -39,7 +41,7 @@ def stop_ids(tokenizer) -> set[int]:
 def reply_text(tokenizer, ids: list[int]) -> str:
     """The reply's text, without its stop token."""
     stops = stop_ids(tokenizer)
-    return _raw(tokenizer).decode([i for i in ids if i not in stops]).strip()
+    return raw_tokenizer(tokenizer).decode([i for i in ids if i not in stops]).strip()
 
 
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 128, temperature: float = 0.7,

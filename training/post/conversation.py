@@ -129,9 +129,61 @@ def read_prompts(paths: list[str | Path]) -> list[list[dict]]:
 
 # ---------------------------------------------------------------------------------------------- encoding
 
+def raw_tokenizer(tokenizer):
+    """The tokenizer under training/lm.py's wrappers."""
+    return getattr(tokenizer, "tok", tokenizer)
+
+
+def is_templated(tokenizer) -> bool:
+    """A transformers tokenizer (an imported model's): conversations go through its own chat template."""
+    return hasattr(raw_tokenizer(tokenizer), "apply_chat_template")
+
+
+def pad_id(tokenizer) -> int:
+    """The id rows are right-padded with (never scored: labels there are IGNORE, lengths mark the real end)."""
+    raw = raw_tokenizer(tokenizer)
+    if not is_templated(raw):
+        return raw.pad_id
+    return next((i for i in (raw.pad_token_id, raw.eos_token_id) if i is not None), 0)
+
+
+def render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> list[int]:
+    """Ids of `messages` through an imported model's chat template (`generation_prompt`: then the opening of
+    an assistant turn), without any token added outside the template."""
+    raw = raw_tokenizer(tokenizer)
+    if not getattr(raw, "chat_template", None):
+        raise ValueError("this model's tokenizer has no chat template: conversations cannot be encoded for it")
+    ids = raw.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def _templated(tokenizer, messages: list[dict], max_len: int) -> tuple[list[int], list[int]] | None:
+    """As TRL's SFTTrainer labels a completion: the tokens an assistant turn adds after the generation prompt
+    of the conversation before it (for SmolLM2: the reply, `<|im_end|>` and the newline), each turn."""
+    ids = render(tokenizer, messages)
+    labels = [IGNORE] * len(ids)
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = render(tokenizer, messages[:k], generation_prompt=True) if k else []
+        end = render(tokenizer, messages[:k + 1])
+        if end[:len(start)] != start or ids[:len(end)] != end:
+            raise ValueError("this model's chat template does not render a conversation as its turns one after "
+                             "another, so the assistant's tokens cannot be labelled")
+        labels[len(start):len(end)] = end[len(start):]
+    if len(ids) > max_len:
+        ids, labels = ids[:max_len], labels[:max_len]
+    if all(label == IGNORE for label in labels):
+        return None
+    return ids, labels
+
+
 def encode_conversation(tokenizer, messages: list[dict], max_len: int) -> tuple[list[int], list[int]] | None:
     """(ids, labels) with labels = ids on assistant content, its <|end|> and the final EOS, IGNORE elsewhere;
-    None when the first assistant reply would not fit in `max_len`."""
+    None when the first assistant reply would not fit in `max_len`. An imported model's tokenizer: through its
+    chat template, labels on what each assistant turn adds."""
+    if is_templated(tokenizer):
+        return _templated(tokenizer, messages, max_len)
     roles = tokenizer.roles
     ids, labels = [tokenizer.eos_id], [IGNORE]
     for message in messages:
@@ -158,6 +210,14 @@ def encode_reply(tokenizer, messages: list[dict], seq_len: int) -> tuple[list[in
     longer than `seq_len`: the start is cut, the reply kept."""
     if not messages or messages[-1]["role"] != "assistant":
         raise ValueError("a preference conversation must end with the assistant's reply")
+    if is_templated(tokenizer):
+        context = render(tokenizer, messages[:-1], generation_prompt=True)
+        ids = render(tokenizer, messages)
+        if ids[:len(context)] != context:
+            raise ValueError("this model's chat template does not render the reply after its prompt, so the reply's "
+                             "tokens cannot be labelled")
+        labels = [IGNORE] * len(context) + ids[len(context):]
+        return ids[-seq_len:], labels[-seq_len:]
     context, _ = encode_conversation(tokenizer, messages[:-1], 10 ** 9)
     context = context[:-1]                                    # without the closing EOS
     ids, labels = encode_conversation(tokenizer, messages, 10 ** 9)

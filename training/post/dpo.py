@@ -22,9 +22,10 @@ from training.config import at_least, load_config
 from training.loop import OptimConfig, RunConfig, eval_ends, train
 from training.losses import dpo_loss, sequence_logprobs
 from training.post.batches import EpochBatches
-from training.post.chat import reply
+from training.post.chat import reply, stop_ids
 from training.post.conversation import encode_reply
-from training.post.policy import keep_tokenizer, load_policy
+from training.post.lora import LoraOptions, with_lora
+from training.post.policy import finish, load_policy
 from training.post.reward import PreferenceData, split_pairs
 from training.post.sft import collate
 
@@ -98,7 +99,7 @@ def reply_lengths(model, tokenizer, prompts: list[list[dict]], max_new_tokens: i
     for i, messages in enumerate(prompts):
         text, ids = reply(model, tokenizer, messages, max_new_tokens, temperature, 0, 1.0, seed=seed + i)
         lengths.append(len(ids))
-        stopped += bool(ids) and ids[-1] in (tokenizer.eos_id, tokenizer.roles["<|end|>"])
+        stopped += bool(ids) and ids[-1] in stop_ids(tokenizer)
     return {"mean_reply_tokens": float(np.mean(lengths)) if lengths else 0.0,
             "stopped_share": stopped / max(1, len(prompts)), "prompts": len(prompts)}
 
@@ -122,6 +123,7 @@ class DPOConfig:
     variant: str = "sigmoid"           # sigmoid (DPO) | ipo
     length_normalized: bool = False    # mean instead of summed log-probs over the reply
     data: PreferenceData = field(default_factory=PreferenceData)
+    lora: LoraOptions = field(default_factory=LoraOptions)
     lengths: LengthCheck = field(default_factory=LengthCheck)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=10))
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="out/dpo", steps=200, batch_size=8,
@@ -158,7 +160,7 @@ def _ends_with_replies(chosen: list[dict], rejected: list[dict]) -> bool:
 
 def train_dpo(cfg: DPOConfig, resume: bool = False, log=print) -> dict:
     policy = load_policy(cfg.model, cfg.data.seq_len)
-    model, tokenizer, pad, average = policy.model, policy.tokenizer, policy.tokenizer.pad_id, cfg.length_normalized
+    model, tokenizer, pad, average = policy.model, policy.tokenizer, policy.pad_id, cfg.length_normalized
     train_set, held, unusable = load_preference_split(tokenizer, cfg.data)
     if not held:
         raise ValueError("no held-out pairs: lower data.held_out_every or add pairs")
@@ -174,7 +176,7 @@ def train_dpo(cfg: DPOConfig, resume: bool = False, log=print) -> dict:
         return preference_metrics(m, held, pad, cfg.beta, average)
 
     def after(m):
-        keep_tokenizer(policy, cfg.run.out_dir)
+        finish(policy, m, cfg.run.out_dir)
         first, last = eval_ends(cfg.run.out_dir)
         m.cpu()
         return {"pairs": {"train": len(train_set), "held_out": len(held), "skipped_no_final_reply": unusable},
@@ -187,10 +189,14 @@ def train_dpo(cfg: DPOConfig, resume: bool = False, log=print) -> dict:
                                                check.seed)}
 
     config = {"model": cfg.model, "beta": cfg.beta, "variant": cfg.variant,
-              "length_normalized": cfg.length_normalized, "data": asdict(cfg.data), "lengths": asdict(cfg.lengths),
+              "length_normalized": cfg.length_normalized, "data": asdict(cfg.data), "lora": asdict(cfg.lora),
+              "lengths": asdict(cfg.lengths),
               "optim": asdict(cfg.optim), "run": asdict(cfg.run)}
     model.train()
-    batches = EpochBatches(train_set, cfg.run.batch_size, lambda rows: collate_preferences(rows, pad), cfg.data.seed)
+    batches = EpochBatches(train_set, cfg.run.batch_size, lambda rows: collate_preferences(rows, pad), cfg.data.seed,
+                           cfg.data.shuffle)
+    if cfg.lora.enabled:        # the reference log-probs above are the starting model's: adapters start at zero
+        model = with_lora(model, cfg.lora)
     return train(model, batches, dpo_objective(cfg.beta, cfg.variant, average), cfg.optim, cfg.run,
                  evaluate=evaluate, config=config, resume=resume, after=after, inputs=[cfg.model, *cfg.data.pairs],
                  provenance=policy.provenance)

@@ -12,13 +12,14 @@ class ScalarHead(nn.Module):
     `model(idx)`: (logits (B, T, V), values (B, T)) — PPO's policy with its value head on the shared trunk.
     """
 
-    def __init__(self, backbone):
+    def __init__(self, backbone, bias: bool = True):
         super().__init__()
         self.backbone = backbone
         self.cfg = backbone.cfg
-        self.head = nn.Linear(backbone.cfg.dim, 1)
+        self.head = nn.Linear(backbone.cfg.dim, 1, bias=bias)     # imported models: none, as Llama's `score`
         nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        if bias:
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, idx, lengths=None):
         hidden, _ = self.backbone.hidden_states(idx)                               # (B, T, D)

@@ -33,10 +33,11 @@ from training.config import ConfigError, at_least, load_config, read_yaml, withi
 from training.generate import generate
 from training.loop import OptimConfig, RunConfig, read_log, train
 from training.losses import IGNORE, gae, kl_k1, ppo_policy_loss, ppo_value_loss, token_logprobs, whiten
-from training.post.chat import chat_prompt, stop_ids
-from training.post.conversation import read_prompts
+from training.post.chat import chat_prompt, reply_closing, stop_ids
+from training.post.conversation import pad_id, read_prompts
 from training.post.heads import ScalarHead
-from training.post.policy import keep_tokenizer, load_policy
+from training.post.lora import AdaptersOff, LoraOptions, with_lora
+from training.post.policy import finish, load_policy
 from training.post.reward import load_reward_model
 
 
@@ -106,6 +107,7 @@ class PPOConfig:
     data: PromptData = field(default_factory=PromptData)
     sampling: Sampling = field(default_factory=Sampling)
     ppo: PPOParams = field(default_factory=PPOParams)
+    lora: LoraOptions = field(default_factory=LoraOptions)
     # plain AdamW at a constant rate (no weight decay, β2 0.999: the usual PPO settings)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, warmup_steps=0, schedule="constant",
                                                                    beta2=0.999, weight_decay=0.0, grad_clip=1.0))
@@ -144,18 +146,17 @@ def loop_run(cfg: PPOConfig) -> RunConfig:
 
 @torch.no_grad()
 def score_replies(reward_model, rows: list[dict], tokenizer) -> torch.Tensor:
-    """The reward model's score of each conversation closed as in training (reply, <|end|>, EOS)."""
-    end, eos = tokenizer.roles["<|end|>"], tokenizer.eos_id
+    """The reward model's score of each conversation closed as in training: the reply without the stop token it
+    ended with, then what the chat format puts after a reply (ours: <|end|> EOS; SmolLM2: <|im_end|> newline)."""
+    closing, stops = reply_closing(tokenizer), stop_ids(tokenizer)
     seqs = []
     for row in rows:
         reply = list(row["reply"])
-        if reply and reply[-1] == eos:
+        if reply and reply[-1] in stops:
             reply = reply[:-1]
-        if not reply or reply[-1] != end:
-            reply.append(end)
-        seqs.append((row["prompt"] + reply + [eos])[-reward_model.cfg.max_seq_len:])
+        seqs.append((row["prompt"] + reply + closing)[-reward_model.cfg.max_seq_len:])
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), tokenizer.pad_id, dtype=torch.long)
+    ids = torch.full((len(seqs), width), pad_id(tokenizer), dtype=torch.long)
     for b, s in enumerate(seqs):
         ids[b, :len(s)] = torch.tensor(s)
     device = next(reward_model.parameters()).device
@@ -218,7 +219,7 @@ class Rollouts:
         device = next(self.policy.parameters()).device
         self.frozen_on(device)
         rows = self.sample(self.policy.backbone, *self.draw(iteration))
-        batch = {k: v.to(device) for k, v in collate_rollouts(rows, self.tokenizer.pad_id).items()}
+        batch = {k: v.to(device) for k, v in collate_rollouts(rows, pad_id(self.tokenizer)).items()}
         positions, tokens, mask = batch["positions"], batch["tokens"], batch["mask"]
         logits, values = self.policy(batch["input"])
         old_logp = reply_logprobs(logits, positions, tokens)                          # (B, R)
@@ -272,7 +273,7 @@ def held_out(rollouts: Rollouts, model: ScalarHead, prompts: list[list[int]]) ->
     device = next(model.parameters()).device
     rollouts.frozen_on(device)
     rows = rollouts.sample(model.backbone, prompts, [rollouts.cfg.run.seed * 100_003 + i for i in range(len(prompts))])
-    batch = {k: v.to(device) for k, v in collate_rollouts(rows, rollouts.tokenizer.pad_id).items()}
+    batch = {k: v.to(device) for k, v in collate_rollouts(rows, pad_id(rollouts.tokenizer)).items()}
     index = batch["positions"][..., None].expand(-1, -1, model.cfg.vocab_size)
     logp = torch.log_softmax(model(batch["input"])[0].gather(1, index).float(), -1)               # (B, R, V)
     ref = torch.log_softmax(rollouts.reference(batch["input"]).logits.gather(1, index).float(), -1)
@@ -307,10 +308,16 @@ def train_ppo(cfg: PPOConfig, resume: bool = False, log=print) -> dict:
     if reward_model.cfg.vocab_size != policy.model.cfg.vocab_size:
         raise ValueError(f"reward model vocabulary {reward_model.cfg.vocab_size:,} != policy's "
                          f"{policy.model.cfg.vocab_size:,}: they must share the tokenizer")
-    reference = copy.deepcopy(policy.model).eval()
-    for p in list(reference.parameters()) + list(reward_model.parameters()):
+    for p in reward_model.parameters():
         p.requires_grad_(False)
-    model = ScalarHead(policy.model)
+    if cfg.lora.enabled:                 # the reference: the policy's own backbone with its adapters off
+        model = with_lora(ScalarHead(policy.model), cfg.lora, train_in_full=("head",))
+        reference = AdaptersOff(model, policy.model)
+    else:
+        reference = copy.deepcopy(policy.model).eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
+        model = ScalarHead(policy.model)
     train_prompts, held = split_prompts(cfg, policy.tokenizer, policy.model.cfg.max_seq_len)
     cfg = replace(cfg, ppo=replace(cfg.ppo, rollouts=min(cfg.ppo.rollouts, len(train_prompts))))
     rollouts = Rollouts(cfg, model, reference, reward_model, policy.tokenizer, train_prompts, (0.0, 1.0))
@@ -331,9 +338,13 @@ def train_ppo(cfg: PPOConfig, resume: bool = False, log=print) -> dict:
     run = loop_run(cfg)
 
     def after(m):
-        keep_tokenizer(policy, run.out_dir)
         _, evals = read_log(f"{run.out_dir}/log.jsonl")
         kept = json.loads((latest_checkpoint(run.out_dir) / "state.json").read_text())["step"]
+        if kept != evals[-1]["step"]:            # stopped by the KL bound: the result is the last checkpoint
+            m = copy.deepcopy(m)
+            m.load_state_dict(torch.load(latest_checkpoint(run.out_dir) / "model.pt", map_location="cpu",
+                                         weights_only=True))
+        finish(policy, m, run.out_dir)
         within = [e for e in evals if e["step"] == kept and e["kl"] <= cfg.ppo.kl_bound]
         stopped = next((e for e in evals if e["kl"] > cfg.ppo.kl_bound), None)
         strip = lambda e: {k: e[k] for k in ("score", "kl", "reply_tokens")}
@@ -342,7 +353,8 @@ def train_ppo(cfg: PPOConfig, resume: bool = False, log=print) -> dict:
                 "held_out_after": strip(within[-1]), "kept_iteration": within[-1]["iteration"]}
 
     config = {"model": cfg.model, "reward_model": cfg.reward_model, "data": asdict(cfg.data),
-              "sampling": asdict(cfg.sampling), "ppo": asdict(cfg.ppo), "optim": asdict(cfg.optim), "run": asdict(run)}
+              "sampling": asdict(cfg.sampling), "ppo": asdict(cfg.ppo), "lora": asdict(cfg.lora),
+              "optim": asdict(cfg.optim), "run": asdict(run)}
     return train(model, rollouts, ppo_objective(cfg.ppo), cfg.optim, run, evaluate=evaluate, config=config,
                  resume=resume, after=after, inputs=[cfg.model, cfg.reward_model, *cfg.data.prompts],
                  provenance={**policy.provenance, "reward_model": cfg.reward_model})

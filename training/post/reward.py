@@ -20,27 +20,55 @@ import numpy as np
 import torch
 
 from training.architectures import build
-from training.checkpoint import find_checkpoint
+from training.checkpoint import find_checkpoint, model_state
 from training.config import at_least, load_config
+from training.hf import config_from_hf, from_hf_state_dict, imported, load_model
 from training.loop import OptimConfig, RunConfig, eval_ends, train
 from training.losses import reward_loss
 from training.model import ModelConfig
 from training.post.batches import EpochBatches
 from training.post.conversation import encode_conversation, read_pairs
 from training.post.heads import ScalarHead
-from training.post.policy import keep_tokenizer, load_policy
+from training.post.lora import LoraOptions, with_lora
+from training.post.policy import finish, load_policy
 
 
 def load_reward_model(path: str | Path) -> ScalarHead:
-    """A `refinery reward` run (or one of its checkpoints) as a ScalarHead model."""
+    """A `refinery reward` run (or one of its checkpoints), or an HF `LlamaForSequenceClassification` folder
+    with one label (what `refinery reward` leaves in RUN/model for an imported model), as a ScalarHead model."""
+    hf = imported(path)
+    if hf is not None and (hf / "adapter_config.json").is_file():       # a LoRA reward run's adapters and head
+        from safetensors.torch import load_file  # optional ([hf] extra): only for Hugging Face folders
+        head = load_file(str(hf / "adapter_model.safetensors")).get("base_model.model.score.weight")
+        if head is None:
+            raise ValueError(f"{hf}: LoRA adapters without a reward head (score); train one with `refinery reward`")
+        model = ScalarHead(load_model(hf), bias=False)
+        model.head.weight.data.copy_(head.reshape(1, -1))
+        return model.eval()
+    if hf is not None and hf.is_dir():
+        from safetensors.torch import load_file  # optional ([hf] extra): only for Hugging Face folders
+        config = json.loads((hf / "config.json").read_text())
+        labels = config.get("num_labels") or len(config.get("id2label") or {"0": "score"})
+        if "LlamaForSequenceClassification" not in config.get("architectures", []) or labels != 1:
+            raise ValueError(f"{hf}: not a reward model (expected LlamaForSequenceClassification with one label, "
+                             f"got {', '.join(config.get('architectures') or ['no architecture'])}); train one with "
+                             f"`refinery reward`")
+        state = {}
+        for f in sorted(hf.glob("*.safetensors")):
+            state.update(load_file(str(f)))
+        cfg = config_from_hf(config)
+        state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])   # the head it does not have
+        model = ScalarHead(from_hf_state_dict(state, cfg), bias=False)
+        model.head.weight.data.copy_(state["score.weight"].reshape(1, cfg.dim))
+        return model.eval()
     path = find_checkpoint(path)
     run_config = next((folder / "config.json" for folder in path.parents if (folder / "config.json").is_file()), None)
     if run_config is not None and "ppo" in json.loads(run_config.read_text()):
         raise ValueError(f"{path}: a PPO policy (its head is a value function), not a reward model")
-    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    state = model_state(path)
     if "head.weight" not in state:
         raise ValueError(f"{path}: not a reward model (no scalar head); train one with `refinery reward`")
-    model = ScalarHead(build(ModelConfig(**json.loads((path / "model.json").read_text()))))
+    model = ScalarHead(build(ModelConfig(**json.loads((path / "model.json").read_text()))), bias="head.bias" in state)
     model.load_state_dict(state)
     return model.eval()
 
@@ -103,6 +131,7 @@ class PreferenceData:
     held_out_every: int = 10
     limit: int = 0                     # use only the first N pairs (0 = all)
     seed: int = 0
+    shuffle: bool = True               # false: the file's order every pass (as TRL with a sequential sampler)
 
     def __post_init__(self):
         at_least(self, 2, "seq_len", "held_out_every")
@@ -129,6 +158,7 @@ class RewardConfig:
     model: str = "out/train"
     center_coef: float = 0.0           # η of the centring term; TRL suggests 0.01
     data: PreferenceData = field(default_factory=PreferenceData)
+    lora: LoraOptions = field(default_factory=LoraOptions)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10))
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="out/reward", steps=200, batch_size=8,
                                                               eval_every=50, checkpoint_every=100,
@@ -141,11 +171,13 @@ def load_reward_config(path=None, overrides=(), base: dict | None = None) -> Rew
 
 def train_reward(cfg: RewardConfig, resume: bool = False, log=print) -> dict:
     policy = load_policy(cfg.model, cfg.data.seq_len)
-    pad = policy.tokenizer.pad_id
+    pad = policy.pad_id
     train_pairs, held = ([(encode_pair_side(policy.tokenizer, c, cfg.data.seq_len),
                            encode_pair_side(policy.tokenizer, r, cfg.data.seq_len)) for c, r in part]
                          for part in split_pairs(cfg.data))
-    model = ScalarHead(policy.model)
+    model = ScalarHead(policy.model, bias=policy.hf is None)
+    if cfg.lora.enabled:
+        model = with_lora(model, cfg.lora, train_in_full=("head",))
     log(f"[reward] {len(train_pairs):,} training and {len(held):,} held-out pairs")
 
     def evaluate(m):
@@ -154,15 +186,16 @@ def train_reward(cfg: RewardConfig, resume: bool = False, log=print) -> dict:
                 "mean_margin": result["mean_margin"]}
 
     def after(m):
-        keep_tokenizer(policy, cfg.run.out_dir)
+        finish(policy, m, cfg.run.out_dir, reward=True)
         first, _ = eval_ends(cfg.run.out_dir)
         return {"held_out_before": {"accuracy": first.get("pair_accuracy"),
                                     "ci95": [first.get("ci95_low"), first.get("ci95_high")], "pairs": len(held),
                                     "mean_margin": first.get("mean_margin")},
                 "held_out_after": pairwise_accuracy(m, held, pad)}
 
-    batches = EpochBatches(train_pairs, cfg.run.batch_size, lambda rows: collate_scored(rows, pad), cfg.data.seed)
-    config = {"model": cfg.model, "center_coef": cfg.center_coef, "data": asdict(cfg.data),
+    batches = EpochBatches(train_pairs, cfg.run.batch_size, lambda rows: collate_scored(rows, pad), cfg.data.seed,
+                           cfg.data.shuffle)
+    config = {"model": cfg.model, "center_coef": cfg.center_coef, "data": asdict(cfg.data), "lora": asdict(cfg.lora),
               "optim": asdict(cfg.optim), "run": asdict(cfg.run)}
     return train(model, batches, reward_objective(cfg.center_coef), cfg.optim, cfg.run, evaluate=evaluate,
                  config=config, resume=resume, after=after, inputs=[cfg.model, *cfg.data.pairs],

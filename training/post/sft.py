@@ -20,7 +20,8 @@ from training.loop import OptimConfig, RunConfig, eval_ends, train
 from training.losses import IGNORE, next_token_loss
 from training.post.batches import EpochBatches
 from training.post.conversation import encode_conversation, read_conversations
-from training.post.policy import keep_tokenizer, load_policy
+from training.post.lora import LoraOptions, with_lora
+from training.post.policy import finish, load_policy
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class SFTData:
     held_out_every: int = 10           # every N-th example is held out
     pack: bool = False                 # several conversations per row of seq_len (training rows only)
     seed: int = 0
+    shuffle: bool = True               # false: the file's order every pass (as TRL with a sequential sampler)
 
     def __post_init__(self):
         at_least(self, 2, "seq_len", "held_out_every")
@@ -37,8 +39,9 @@ class SFTData:
 
 @dataclass(frozen=True)
 class SFTConfig:
-    model: str = "out/train"           # our run/checkpoint (HF and GGUF models: their tokenizer has no role tokens)
+    model: str = "out/train"           # our run/checkpoint, an HF Llama folder or a GGUF file (its chat template)
     data: SFTData = field(default_factory=SFTData)
+    lora: LoraOptions = field(default_factory=LoraOptions)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4, warmup_steps=10))
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="out/sft", steps=200, batch_size=8,
                                                               eval_every=50, checkpoint_every=100,
@@ -102,7 +105,7 @@ def sft(cfg: SFTConfig, resume: bool = False, log=print) -> dict:
     if not cfg.data.data:
         raise ValueError("data.data: no SFT data file given (refinery sft --data FILE)")
     policy = load_policy(cfg.model, cfg.data.seq_len)
-    pad = policy.tokenizer.pad_id
+    pad = policy.pad_id
     encoded = [encode_conversation(policy.tokenizer, c, cfg.data.seq_len) for c in read_conversations(cfg.data.data)]
     kept = [e for e in encoded if e is not None]
     held = [e for i, e in enumerate(kept) if i % cfg.data.held_out_every == 0]
@@ -119,12 +122,15 @@ def sft(cfg: SFTConfig, resume: bool = False, log=print) -> dict:
         return {"answer_loss": answer_loss(model, held, pad)}
 
     def after(model):
-        keep_tokenizer(policy, cfg.run.out_dir)
+        finish(policy, model, cfg.run.out_dir)
         first, last = eval_ends(cfg.run.out_dir)
         return {"answer_loss_before": first.get("answer_loss"), "answer_loss_after": last.get("answer_loss")}
 
-    batches = EpochBatches(train_set, cfg.run.batch_size, lambda rows: collate(rows, pad), cfg.data.seed)
-    return train(policy.model, batches, sft_objective, cfg.optim, cfg.run, evaluate=evaluate,
-                 config={"model": cfg.model, "data": asdict(cfg.data), "optim": asdict(cfg.optim),
+    batches = EpochBatches(train_set, cfg.run.batch_size, lambda rows: collate(rows, pad), cfg.data.seed,
+                           cfg.data.shuffle)
+    model = with_lora(policy.model, cfg.lora) if cfg.lora.enabled else policy.model
+    return train(model, batches, sft_objective, cfg.optim, cfg.run, evaluate=evaluate,
+                 config={"model": cfg.model, "data": asdict(cfg.data), "lora": asdict(cfg.lora),
+                         "optim": asdict(cfg.optim),
                          "run": asdict(cfg.run)}, resume=resume, after=after, inputs=[cfg.model, cfg.data.data],
                  provenance=policy.provenance)
