@@ -18,8 +18,8 @@ from training.files import write_atomic
 
 def configure(parser) -> None:
     parser.description = ("Evaluate a model with lm-evaluation-harness conventions. MODEL: one of our run folders or "
-                          "checkpoints, a Hugging Face Llama folder, or a GGUF file. Tasks: wikitext (bits per byte, "
-                          "sliding window), " + ", ".join(TASKS) + ".")
+                          "checkpoints, a Hugging Face Llama folder, or a GGUF file. Tasks: wikitext (word perplexity "
+                          "and bits per byte, per article as the harness scores it), " + ", ".join(TASKS) + ".")
     parser.epilog = ("Example: refinery eval --model SmolLM2-135M-Instruct.Q4_1.gguf --tasks wikitext,arc_easy,hellaswag "
                      "--limit 500 --output out/eval/smollm2.json")
     parser.add_argument("--model", required=True, metavar="MODEL")
@@ -32,6 +32,12 @@ def configure(parser) -> None:
     parser.add_argument("--other-tokenizer", action="store_true",
                         help="use --tokenizer even if it is not the one the model was trained with (sha256)")
     parser.add_argument("--batch-size", type=positive_int, default=16, metavar="B")
+    parser.add_argument("--wikitext-mode", choices=("harness", "window"),
+                        help="wikitext: harness (the default) scores each of its 62 articles on its own, detokenised, "
+                             "in disjoint windows of the model's context, and reports word_perplexity, "
+                             "byte_perplexity and bits_per_byte as lm-evaluation-harness does; window (the default "
+                             "when --window, --stride or --text-bytes is given) scores the raw text as one in "
+                             "overlapping windows")
     parser.add_argument("--window", type=at_least_two, metavar="T",
                         help="wikitext: tokens per window (default: the model's context)")
     parser.add_argument("--stride", type=positive_int, metavar="S",
@@ -54,7 +60,7 @@ def main(args, beam_args: list[str]) -> int:
                        tokenizer=args.tokenizer, batch_size=args.batch_size, window=args.window, stride=args.stride,
                        text_bytes=args.text_bytes, progress=not args.no_progress,
                        other_tokenizer=args.other_tokenizer, samples=samples,
-                       prefix_cache=not args.no_prefix_cache)
+                       prefix_cache=not args.no_prefix_cache, wikitext_mode=args.wikitext_mode)
     table = markdown_table(results)
     print(table)
     if args.output:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.app.cli import main
-from training.eval.evaluate import WIKITEXT, score_task, wikitext_documents
+from training.eval.evaluate import WIKITEXT, score_task, wikitext_detokenize, wikitext_documents, wikitext_harness
 from training.eval.tasks import TASKS, Item, Task, load_task
 from training.hf import load_model
 from training.lm import LM, _SentencePiece
@@ -184,6 +184,44 @@ def test_acc_norm_divides_by_the_choice_without_its_joining_space():
     assert samples[0]["choice_chars"] == [1, 2] and samples[0]["pred_norm"] == 1
 
 
+def test_wikitext_detokenizer_undoes_the_tokenised_spacing():
+    raw = (" = Early life = \n Born in 1 @,@ 712 , the 3 @.@ 5 m @-@ tall poet 's work ( \" Ode \" ) was read ; "
+           "it 's 20 \u00b0 C . \n = = Career = = \n")
+    assert wikitext_detokenize(raw) == (" = Early life =\nBorn in 1,712, the 3.5 m-tall poet's work (\"Ode\") was "
+                                        "read; it's 20\u00b0C.\n== Career ==\n")
+
+
+def test_wikitext_the_harness_way_is_disjoint_windows_per_article(tiny_lm, data):
+    """Each article detokenised and scored alone: its first window after the start token, each later one with a
+    single token of context; equal to a direct computation of exactly those windows."""
+    articles = wikitext_documents((data / WIKITEXT).read_text(encoding="utf-8"))[1:3]
+    result = wikitext_harness(tiny_lm, [a[:1500] for a in articles])
+    context = tiny_lm.max_length
+    total = words = nbytes = 0
+    for article in articles:
+        target = wikitext_detokenize(article[:1500])
+        tokens = tiny_lm.encode(target)
+        assert len(tokens) > 2 * context                  # several windows
+        first = min(context, len(tokens))
+        windows = [([3] + tokens[:first - 1], tokens[:first])]          # (input, the tokens its end predicts)
+        done = first
+        while done < len(tokens):
+            n = min(len(tokens) - done, context)
+            end = done + n
+            windows.append((tokens[end - context - 1:end - 1], tokens[end - n:end]))
+            done = end
+        with torch.no_grad():
+            for inputs, predicted in windows:
+                logprobs = F.log_softmax(tiny_lm.model(torch.tensor([inputs])).logits[0], dim=-1)[-len(predicted):]
+                total -= sum(float(logprobs[i, t]) for i, t in enumerate(predicted))
+        words += len(re.split(r"\s+", target))
+        nbytes += len(target.encode("utf-8"))
+    assert result["documents"] == 2 and result["words"] == words and result["bytes"] == nbytes
+    assert result["nll"] == pytest.approx(total, rel=1e-5)
+    assert result["word_perplexity"] == pytest.approx(math.exp(total / words), rel=1e-5)
+    assert result["bits_per_byte"] == pytest.approx(total / nbytes / math.log(2), rel=1e-5)
+
+
 def test_wikitext_splits_into_its_62_articles(data):
     text = (data / WIKITEXT).read_text(encoding="utf-8")
     articles = wikitext_documents(text)
@@ -226,12 +264,17 @@ def test_eval_command_on_a_trained_checkpoint(sample_tokens, data, tmp_path, cap
         assert sum(r["acc"] for r in mine) / len(mine) == pytest.approx(results[task]["acc"])
     copa = [r for r in rows if r["task"] == "copa"]
     assert all(r["pred"] == max(range(2), key=lambda k: r["loglikelihoods"][k]) for r in copa)
-    # --limit N takes wikitext's first N articles; a bar counts its tokens
+    # --limit N takes wikitext's first N articles, scored the harness's way by default; a bar counts its tokens
     capsys.readouterr()
     assert main(["eval", "--model", str(run), "--tasks", "wikitext", "--limit", "2", "--output", str(out)]) == 0
     articles = wikitext_documents((data / WIKITEXT).read_text(encoding="utf-8"))
-    assert json.loads(out.read_text())["wikitext"]["bytes"] == len("".join(articles[:2]).encode("utf-8"))
+    wikitext = json.loads(out.read_text())["wikitext"]
+    assert wikitext["mode"] == "harness" and wikitext["documents"] == 2
+    assert wikitext["bytes"] == sum(len(wikitext_detokenize(a).encode("utf-8")) for a in articles[:2])
     assert re.search(r"wikitext: +\d+%\|.*\| \d+/\d+ .*tok/s", capsys.readouterr().err)
+    assert main(["eval", "--model", str(run), "--tasks", "wikitext", "--wikitext-mode", "harness",
+                 "--text-bytes", "100"]) == 2
+    assert "sliding-window mode" in capsys.readouterr().err
     assert main(["eval", "--model", str(run), "--tasks", "nope"]) == 2
     assert "unknown task" in capsys.readouterr().err
     # the same checkpoint generates: greedy is deterministic and continues the prompt

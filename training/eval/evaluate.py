@@ -77,21 +77,71 @@ def wikitext_documents(text: str) -> list[str]:
     return [text[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
+# wikitext's tokenised spacing undone, rule by rule in this order, as lm-evaluation-harness prepares each
+# document before scoring it (its tasks/wikitext preprocess): (pattern, replacement, is_regex)
+_DETOKENIZE = [
+    ("s '", "s'", False), (r"/' [0-9]/", r"/'[0-9]/", True),                        # contractions
+    (" @-@ ", "-", False), (" @,@ ", ",", False), (" @.@ ", ".", False),            # number separators
+    *((f" {mark} ", f"{mark} ", False) for mark in ":;.!?,"),                       # punctuation
+    (r"\(\s*([^\)]*?)\s*\)", r"(\1)", True), (r"\[\s*([^\]]*?)\s*\]", r"[\1]", True),     # brackets
+    (r"{\s*([^}]*?)\s*}", r"{\1}", True), (r"\"\s*([^\"]*?)\s*\"", r'"\1"', True),
+    (r"'\s*([^']*?)\s*'", r"'\1'", True),
+    ("= = = =", "====", False), ("= = =", "===", False), ("= =", "==", False),     # headings
+    (" \u00b0 ", "\u00b0", False), (" \n", "\n", False), ("\n ", "\n", False), (" N ", " 1 ", False),
+    (" 's", "'s", False),
+]
+
+
+def wikitext_detokenize(text: str) -> str:
+    """A wikitext document as lm-evaluation-harness scores it (its `wikitext_detokenizer`)."""
+    for pattern, replacement, regex in _DETOKENIZE:
+        text = re.sub(pattern, replacement, text) if regex else text.replace(pattern, replacement)
+    return text
+
+
+def wikitext_harness(lm, documents: list[str], progress=None) -> dict:
+    """lm-evaluation-harness's wikitext: each document detokenised and scored on its own by disjoint windows of
+    the model's context (`loglikelihood_rolling`: the first window after the start token, each later one with one
+    token of context), then word_perplexity = exp(Σ NLL / Σ words), byte_perplexity = exp(Σ NLL / Σ bytes) and
+    bits_per_byte = Σ NLL / Σ bytes / ln 2 over all documents (its weighted_perplexity); words are the pieces of
+    re.split(r"\\s+") of each document."""
+    nll = tokens = words = nbytes = 0
+    for document in documents:
+        target = wikitext_detokenize(document)
+        doc_nll, doc_tokens = lm.rolling_nll(target, lm.max_length, lm.max_length, progress=progress)
+        nll, tokens = nll + doc_nll, tokens + doc_tokens
+        words += len(re.split(r"\s+", target))
+        nbytes += len(target.encode("utf-8"))
+    return {"word_perplexity": math.exp(nll / max(1, words)), "byte_perplexity": math.exp(nll / max(1, nbytes)),
+            "bits_per_byte": nll / max(1, nbytes) / math.log(2), "bpb": nll / max(1, nbytes) / math.log(2),
+            "nll": nll, "tokens": tokens, "words": words, "bytes": nbytes, "documents": len(documents),
+            "mode": "harness"}
+
+
 def text_bpb(lm, text: str, window: int | None = None, stride: int | None = None, progress=None) -> dict:
     """Perplexity and bits per byte of `text` (sliding window): bpb = Σ NLL / UTF-8 bytes / ln 2, tokens and
     bytes counted over the whole text, so tokenizers compare."""
     nll, tokens = lm.rolling_nll(text, window, stride, progress=progress)
     nbytes = len(text.encode("utf-8"))
     return {"bpb": nll / nbytes / math.log(2), "ppl_token": math.exp(nll / max(1, tokens)),
-            "nll": nll, "tokens": tokens, "bytes": nbytes}
+            "nll": nll, "tokens": tokens, "bytes": nbytes, "mode": "window"}
 
 
 def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, shots: int = 0,
              tokenizer: str | None = None, batch_size: int = 16, window: int | None = None,
              stride: int | None = None, text_bytes: int | None = None, progress: bool = True, log=print,
-             other_tokenizer: bool = False, samples: list | None = None, prefix_cache: bool = True) -> dict:
+             other_tokenizer: bool = False, samples: list | None = None, prefix_cache: bool = True,
+             wikitext_mode: str | None = None) -> dict:
     """Evaluate `model` on `tasks` (names from training/eval/tasks.py, plus `wikitext` for bits per byte).
-    `samples`: a list that gets a row per multiple-choice item (see score_task)."""
+    `samples`: a list that gets a row per multiple-choice item (see score_task). `wikitext_mode`: "harness" (each
+    article on its own, lm-evaluation-harness's numbers; the default) or "window" (the text as one, in sliding
+    windows of `window` tokens advancing by `stride`, cut to `text_bytes`; the default when one of those is set)."""
+    wikitext_mode = wikitext_mode or ("window" if window or stride or text_bytes else "harness")
+    if wikitext_mode not in ("harness", "window"):
+        raise ValueError(f"wikitext mode must be harness or window, got {wikitext_mode!r}")
+    if wikitext_mode == "harness" and (window or stride or text_bytes):
+        raise ValueError("wikitext: window, stride and text bytes are for the sliding-window mode; the harness's "
+                         "mode scores each article whole in windows of the model's context")
 
     data_dir = Path(data_dir)
     started = time.monotonic()
@@ -104,16 +154,22 @@ def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, s
         t0 = time.monotonic()
         if name == "wikitext":
             text = (data_dir / WIKITEXT).read_text(encoding="utf-8")
-            if limit:                                       # the first N articles, as for any other task
-                text = "".join(wikitext_documents(text)[:limit])
-            if text_bytes:
-                text = text.encode("utf-8")[:text_bytes].decode("utf-8", "ignore")
+            documents = wikitext_documents(text)[:limit or None]     # the first N articles, as for any other task
             bar = tqdm(desc=name, unit="tok", dynamic_ncols=True, leave=False) if progress else None
+            if wikitext_mode == "harness":
+                if bar is not None:
+                    bar.total = sum(len(lm.encode(wikitext_detokenize(d))) for d in documents)
+                results[name] = wikitext_harness(lm, documents, progress=(lambda new, total: bar.update(new))
+                                                 if bar is not None else None)
+            else:
+                text = "".join(documents)
+                if text_bytes:
+                    text = text.encode("utf-8")[:text_bytes].decode("utf-8", "ignore")
 
-            def advance(new, total):
-                bar.total = total
-                bar.update(new)
-            results[name] = text_bpb(lm, text, window, stride, progress=advance if bar is not None else None)
+                def advance(new, total):
+                    bar.total = total
+                    bar.update(new)
+                results[name] = text_bpb(lm, text, window, stride, progress=advance if bar is not None else None)
         else:
             task = load_task(name, data_dir, shots=shots, limit=limit)
             bar = None
@@ -125,8 +181,10 @@ def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, s
             bar.close()
         results[name]["seconds"] = round(time.monotonic() - t0, 1)
         log(f"[eval] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()
-                                           if k in ("acc", "acc_norm", "ppl", "bpb", "acc_subject_mean")))
+                                           if k in ("acc", "acc_norm", "ppl", "bpb", "word_perplexity",
+                                                    "acc_subject_mean")))
     results["_meta"] = {"model": str(model), "limit": limit, "shots": shots, "prefix_cache": prefix_cache,
+                        "wikitext_mode": wikitext_mode,
                         "wall_s": round(time.monotonic() - started, 1),
                         "parameters": lm.model.num_params()}
     return results
