@@ -134,67 +134,53 @@ def _dataset(rows):
     return datasets.Dataset.from_list(rows)
 
 
-def test_sft_matches_trl_sft_trainer_step_for_step(tiny, tmp_path):
-    train_rows = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}]}
-                  for q, a, _ in EXAMPLES[1:]]
-    trainer_class = _recording(trl.SFTTrainer)
-    trainer = trainer_class(model=LlamaForCausalLM.from_pretrained(tiny["folder"]),
-                            args=_trl_args(trl.SFTConfig, tmp_path / "trl"),
-                            train_dataset=_dataset(train_rows), processing_class=tiny["tokenizer"])
-    trainer.train()
-    theirs = trainer_class.losses
+def _trl_losses(trainer_class, model, args, rows, tiny) -> list[float]:
+    recording = _recording(trainer_class)
+    recording(model=model, args=args, train_dataset=_dataset(rows), processing_class=tiny["tokenizer"]).train()
+    return recording.losses
 
-    cfg = load_sft_config(None, [f"model={tiny['folder']}", f"data.data={tiny['sft']}", "data.shuffle=false",
-                                 f"data.held_out_every={HOLD_EVERY}", "data.seq_len=64",
-                                 *_same_optimiser(tmp_path / "ours")])
-    sft(cfg, log=lambda *_: None)
-    ours = _our_losses(tmp_path / "ours")
+
+def _our_run(train_fn, loader, overrides: list[str], tiny, run_dir) -> list[float]:
+    cfg = loader(None, [f"model={tiny['folder']}", "data.shuffle=false", f"data.held_out_every={HOLD_EVERY}",
+                        "data.seq_len=64", *overrides, *_same_optimiser(run_dir)])
+    train_fn(cfg, log=lambda *_: None)
+    return _our_losses(run_dir)
+
+
+def _same_losses(ours: list[float], theirs: list[float], tolerance: float) -> None:
     assert len(ours) == len(theirs) == STEPS
-    assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-4, (ours, theirs)
-    assert theirs[0] != theirs[-1]                       # the weights moved: later steps test the updates too
+    assert max(abs(a - b) for a, b in zip(ours, theirs)) <= tolerance, (ours, theirs)
+    assert abs(theirs[-1] - theirs[0]) > 1e-3           # the weights moved: later steps test the updates too
+
+
+def test_sft_matches_trl_sft_trainer_step_for_step(tiny, tmp_path):
+    rows = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}]}
+            for q, a, _ in EXAMPLES[1:]]
+    theirs = _trl_losses(trl.SFTTrainer, LlamaForCausalLM.from_pretrained(tiny["folder"]),
+                         _trl_args(trl.SFTConfig, tmp_path / "trl"), rows, tiny)
+    ours = _our_run(sft, load_sft_config, [f"data.data={tiny['sft']}"], tiny, tmp_path / "ours")
+    _same_losses(ours, theirs, 1e-4)
 
 
 def test_reward_model_matches_trl_reward_trainer_step_for_step(tiny, tmp_path):
-    train_rows = [{"chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": c}],
-                   "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": r}]}
-                  for q, c, r in EXAMPLES[1:]]
+    rows = [{"chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": c}],
+             "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": r}]}
+            for q, c, r in EXAMPLES[1:]]
     model = AutoModelForSequenceClassification.from_pretrained(tiny["folder"], num_labels=1)
     with torch.no_grad():
         model.score.weight.zero_()                       # our head's start (a zero head scores every reply 0)
-    trainer_class = _recording(trl.RewardTrainer)
-    trainer = trainer_class(model=model, args=_trl_args(trl.RewardConfig, tmp_path / "trl"),
-                            train_dataset=_dataset(train_rows), processing_class=tiny["tokenizer"])
-    trainer.train()
-    theirs = trainer_class.losses
-
-    cfg = load_reward_config(None, [f"model={tiny['folder']}", f"data.pairs=[{tiny['pairs']}]", "data.shuffle=false",
-                                    f"data.held_out_every={HOLD_EVERY}", "data.seq_len=64",
-                                    *_same_optimiser(tmp_path / "ours")])
-    train_reward(cfg, log=lambda *_: None)
-    ours = _our_losses(tmp_path / "ours")
-    assert len(ours) == len(theirs) == STEPS
-    assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-4, (ours, theirs)
-    assert abs(theirs[-1] - theirs[0]) > 1e-3
+    theirs = _trl_losses(trl.RewardTrainer, model, _trl_args(trl.RewardConfig, tmp_path / "trl"), rows, tiny)
+    ours = _our_run(train_reward, load_reward_config, [f"data.pairs=[{tiny['pairs']}]"], tiny, tmp_path / "ours")
+    _same_losses(ours, theirs, 1e-4)
 
 
 @pytest.mark.parametrize("variant", ["sigmoid", "ipo"])
 def test_dpo_matches_trl_dpo_trainer_step_for_step(tiny, tmp_path, variant):
-    train_rows = [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": c}],
-                   "rejected": [{"role": "assistant", "content": r}]} for q, c, r in EXAMPLES[1:]]
-    trainer_class = _recording(trl.DPOTrainer)
-    trainer = trainer_class(model=LlamaForCausalLM.from_pretrained(tiny["folder"]), ref_model=None,
-                            args=_trl_args(trl.DPOConfig, tmp_path / "trl", loss_type=variant, beta=0.1),
-                            train_dataset=_dataset(train_rows), processing_class=tiny["tokenizer"])
-    trainer.train()
-    theirs = trainer_class.losses
-
-    cfg = load_dpo_config(None, [f"model={tiny['folder']}", f"data.pairs=[{tiny['pairs']}]", "data.shuffle=false",
-                                 f"data.held_out_every={HOLD_EVERY}", "data.seq_len=64", f"variant={variant}",
-                                 "beta=0.1", f"length_normalized={'true' if variant == 'ipo' else 'false'}",
-                                 "lengths.prompts=0", *_same_optimiser(tmp_path / "ours")])
-    train_dpo(cfg, log=lambda *_: None)
-    ours = _our_losses(tmp_path / "ours")
-    tolerance = 1e-4 * (abs(theirs[0]) if variant == "ipo" else 1.0)
-    assert len(ours) == len(theirs) == STEPS
-    assert max(abs(a - b) for a, b in zip(ours, theirs)) <= tolerance, (ours, theirs)
-    assert abs(theirs[-1] - theirs[0]) > 1e-3
+    rows = [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": c}],
+             "rejected": [{"role": "assistant", "content": r}]} for q, c, r in EXAMPLES[1:]]
+    theirs = _trl_losses(trl.DPOTrainer, LlamaForCausalLM.from_pretrained(tiny["folder"]),
+                         _trl_args(trl.DPOConfig, tmp_path / "trl", loss_type=variant, beta=0.1), rows, tiny)
+    ours = _our_run(train_dpo, load_dpo_config,
+                    [f"data.pairs=[{tiny['pairs']}]", f"variant={variant}", "beta=0.1", "lengths.prompts=0",
+                     f"length_normalized={'true' if variant == 'ipo' else 'false'}"], tiny, tmp_path / "ours")
+    _same_losses(ours, theirs, 1e-4 * (abs(theirs[0]) if variant == "ipo" else 1.0))
