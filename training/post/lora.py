@@ -9,7 +9,6 @@ switched off: no second copy in memory.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import re
@@ -93,11 +92,6 @@ class AdaptersOff:
 
     def eval(self):
         return self
-
-
-def reference_off(model):
-    """A context in which `model` (LoRA-wrapped or not) computes as the model it started from."""
-    return model.disable_adapter() if is_lora(model) else contextlib.nullcontext()
 
 
 _PREFIX = "base_model.model."
