@@ -19,6 +19,7 @@ DPOTrainer on the same examples, in the same order, with the same optimiser and 
 
     python bench/bench_posttrain_trl.py                      # reward and DPO, both arms (about an hour on 2 cores)
     python bench/bench_posttrain_trl.py --what reward --pairs 60 --steps 5     # a quick check that it runs
+    python bench/bench_posttrain_trl.py --what dpo --work W --evaluate-only    # TRL's merged result in W, again
 """
 from __future__ import annotations
 
@@ -47,15 +48,9 @@ def prepare(work: Path, seq_len: int, count: int) -> dict:
     from transformers import AutoTokenizer
 
     from training.files import read_rows
-    from training.hf import load_gguf, load_hf_tokenizer, save_hf, smollm2_gguf, special_ids
+    from training.hf import gguf_as_folder, smollm2_gguf
     from training.post.conversation import parse_dialogue, render
-    gguf = smollm2_gguf()
-    folder = work / "smollm2"
-    if not (folder / "config.json").is_file():       # transformers will not save a GGUF-loaded model: ours does
-        folder.mkdir(parents=True)
-        tok = load_hf_tokenizer(gguf)
-        save_hf(load_gguf(gguf), folder, special_ids(tok))
-        tok.save_pretrained(folder)
+    folder = gguf_as_folder(smollm2_gguf(), work / "smollm2")
     tok = AutoTokenizer.from_pretrained(folder)
     rows, seen = [], 0
     for path in sorted((shared_data() / "preference" / "hh-rlhf").glob("*/test.jsonl*")):
@@ -175,6 +170,12 @@ def evaluate_trl(args, prep: dict, folder: Path) -> dict:
 def child(args) -> None:
     prep = json.loads(Path(args.prep).read_text())
     out = Path(args.out)
+    if args.evaluate_only:                  # TRL's merged result of an earlier run, evaluated again
+        prior = out / "result.json"
+        result = {**(json.loads(prior.read_text()) if prior.is_file() else {}),
+                  **evaluate_trl(args, prep, out / "merged"), "evaluated_only": True}
+        (out / "result.json").write_text(json.dumps(result, indent=1))
+        return
     if args.arm == "trl":
         out.mkdir(parents=True, exist_ok=True)
     result = (arm_ours if args.arm == "ours" else arm_trl)(args, prep, out)
@@ -192,6 +193,9 @@ def main() -> None:
     parser.add_argument("--reward-lr", type=float, default=3e-4)
     parser.add_argument("--dpo-lr", type=float, default=1e-4)
     parser.add_argument("--work", default=None, help="a folder for the model, data and runs (default: a new temp)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="only evaluate TRL's merged results already in --work (their training time and memory "
+                             "are not measured again)")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--what-arm", help=argparse.SUPPRESS)
     parser.add_argument("--prep", help=argparse.SUPPRESS)
@@ -202,24 +206,28 @@ def main() -> None:
         return
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-posttrain-"))
     work.mkdir(parents=True, exist_ok=True)
-    prep = prepare(work, args.seq_len, args.pairs)
+    if args.evaluate_only and not (work / "prep.json").is_file():
+        parser.error(f"--evaluate-only needs the --work folder of an earlier run; {work / 'prep.json'} is missing")
+    prep = json.loads((work / "prep.json").read_text()) if args.evaluate_only else prepare(work, args.seq_len,
+                                                                                             args.pairs)
     (work / "prep.json").write_text(json.dumps(prep))
     print(f"[bench] {prep['kept']} pairs of {prep['read']} read fit in {args.seq_len} tokens; work folder {work}",
           flush=True)
     report = {"args": vars(args), "pairs": prep["kept"]}
     for what in (["reward", "dpo"] if args.what == "both" else [args.what]):
-        for arm in ("ours", "trl"):
+        for arm in (["trl"] if args.evaluate_only else ["ours", "trl"]):
             out = work / f"{what}-{arm}"
             started = time.perf_counter()
             subprocess.run([sys.executable, __file__, "--arm", arm, "--what-arm", what,
                             "--prep", str(work / "prep.json"), "--out", str(out), "--steps", str(args.steps),
                             "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--reward-lr", str(args.reward_lr),
-                            "--dpo-lr", str(args.dpo_lr)], check=True, cwd=ROOT)
+                            "--dpo-lr", str(args.dpo_lr), *(["--evaluate-only"] if args.evaluate_only else [])],
+                           check=True, cwd=ROOT)
             result = json.loads((out / "result.json").read_text())
             result["process_s"] = round(time.perf_counter() - started, 1)
             report[f"{what}-{arm}"] = result
             print(f"[bench] {what} {arm}: {json.dumps(result)}", flush=True)
-    (work / "report.json").write_text(json.dumps(report, indent=1))
+    (work / ("report-evaluated.json" if args.evaluate_only else "report.json")).write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
 

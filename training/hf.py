@@ -327,6 +327,18 @@ def special_ids(tokenizer) -> dict:
     return {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id", None) for name in ("pad", "bos", "eos")}
 
 
+def gguf_as_folder(gguf: str | Path, folder: str | Path) -> Path:
+    """`folder`, an HF Llama folder of the GGUF's weights (dequantised to float32) and tokenizer, written once
+    (transformers loads a GGUF but will not save one; this lets other tools start from the same bytes)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tok = load_hf_tokenizer(gguf)
+        save_hf(load_gguf(gguf), folder, special_ids(tok))
+        tok.save_pretrained(folder)
+    return folder
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("REFINERY_CACHE", Path.home() / ".cache" / "webrefinery"))
 
