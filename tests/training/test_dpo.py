@@ -2,12 +2,14 @@
 widens the held-out margin on a preference a tiny model can learn."""
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
 from pipeline.app.cli import main
-from training.post.conversation import encode_reply
 from training.losses import IGNORE
+from training.post.conversation import encode_reply
+from training.post.reward import PreferenceData, encode_pair_side, encode_pairs
 from training.tokenizer import Tokenizer
 
 
@@ -22,6 +24,31 @@ def test_only_the_final_reply_is_labelled(sample_tokens):
     assert short_ids == ids[-8:] and short_labels == labels[-8:]
     with pytest.raises(ValueError, match="end with the assistant"):
         encode_reply(tokenizer, messages[:-1], 256)
+
+
+def test_too_long_pairs_are_cut_or_dropped_as_data_truncation_says(sample_tokens):
+    """keep_end (ours) keeps the reply; keep_start (TRL's DPO) keeps the beginning and drops a pair whose reply
+    it cuts away whole; drop (TRL's reward model) leaves a too-long pair out; each counted."""
+    tokenizer = Tokenizer(str(sample_tokens / "tokenizer"))
+    long = [{"role": "user", "content": "Tell me about rivers. " * 20}, {"role": "assistant", "content": "Water."}]
+    short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    ids, labels = encode_reply(tokenizer, long, 10 ** 6)
+    start_ids, start_labels = encode_reply(tokenizer, long, len(ids) - 2, "keep_start")      # two reply tokens cut
+    assert start_ids == ids[:-2] and start_labels == labels[:-2]
+    assert encode_reply(tokenizer, long, 16, "keep_start") is None                          # no reply left
+    assert encode_reply(tokenizer, long, 16, "drop") is None
+    assert encode_reply(tokenizer, short, 16, "drop") == encode_reply(tokenizer, short, 16)
+    with pytest.raises(ValueError, match="truncation must be one of keep_end, keep_start, drop"):
+        encode_reply(tokenizer, long, 16, "middle")
+    pairs = [(long, long[:1] + [{"role": "assistant", "content": "Ice."}]),
+             (short, short[:1] + [{"role": "assistant", "content": "Hey."}])] * 3
+    data = PreferenceData(pairs=("x",), seq_len=32, held_out_every=3, truncation="drop")
+    kept, dropped = encode_pairs(tokenizer, pairs, data)
+    assert len(kept) == 3 and dropped == 3 and all(len(side) <= 32 for pair in kept for side in pair)
+    kept, dropped = encode_pairs(tokenizer, pairs, replace(data, truncation="keep_end"))
+    assert len(kept) == 6 and dropped == 0 and kept[0][0] == encode_pair_side(tokenizer, long, 32)
+    with pytest.raises(ValueError, match="data.truncation must be one of"):
+        PreferenceData(truncation="both")
 
 
 def _dpo(base, pairs, out, *extra):

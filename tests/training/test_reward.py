@@ -42,3 +42,16 @@ def test_reward_model_loads_for_scoring(reward_run, small_base):
     assert model(torch.tensor([[3, 5, 6]]), torch.tensor([3])).shape == (1,)
     with pytest.raises(ValueError, match="not a reward model"):
         load_reward_model(small_base)                                   # a language model has no scalar head
+
+
+def test_dropping_every_long_pair_that_leaves_nothing_is_refused(small_base, tmp_path, capsys):
+    """data.truncation=drop (TRL's way) with a seq_len no pair fits: a message naming the options, no traceback."""
+    from pipeline.app.cli import main
+    out = tmp_path / "reward"
+    assert main(["reward", "--model", str(small_base), "--output", str(out), "--set", "data.seq_len=8",
+                 "--set", "data.truncation=drop", "--set", "data.limit=30", "--set", "run.progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert "data.truncation=drop left 0 training and 0 held-out pairs: raise data.seq_len (8)" in err
+    assert "Traceback" not in err
+    assert main(["reward", "--model", str(small_base), "--output", str(out), "--set", "data.truncation=all"]) == 2
+    assert "data.truncation must be one of keep_end, keep_start, drop, got 'all'" in capsys.readouterr().err

@@ -205,9 +205,24 @@ def encode_conversation(tokenizer, messages: list[dict], max_len: int) -> tuple[
     return ids, labels
 
 
-def encode_reply(tokenizer, messages: list[dict], seq_len: int) -> tuple[list[int], list[int]]:
+TRUNCATIONS = ("keep_end", "keep_start", "drop")
+
+
+def truncated(ids: list[int], seq_len: int, truncation: str = "keep_end") -> slice | None:
+    """Which part of a too-long input to keep: keep_end (ours: cut the start, keeping the reply being scored),
+    keep_start (TRL's DPO: cut the end), drop (TRL's reward model: None, the example is left out)."""
+    if len(ids) <= seq_len:
+        return slice(None)
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+    return {"keep_end": slice(-seq_len, None), "keep_start": slice(0, seq_len), "drop": None}[truncation]
+
+
+def encode_reply(tokenizer, messages: list[dict], seq_len: int,
+                 truncation: str = "keep_end") -> tuple[list[int], list[int]] | None:
     """(ids, labels) of a conversation with labels on its final assistant reply only (+ `<|end|>` and EOS);
-    longer than `seq_len`: the start is cut, the reply kept."""
+    longer than `seq_len`: cut as `truncation` says (see `truncated`); None if dropped or if no reply token is
+    left."""
     if not messages or messages[-1]["role"] != "assistant":
         raise ValueError("a preference conversation must end with the assistant's reply")
     if is_templated(tokenizer):
@@ -217,12 +232,15 @@ def encode_reply(tokenizer, messages: list[dict], seq_len: int) -> tuple[list[in
             raise ValueError("this model's chat template does not render the reply after its prompt, so the reply's "
                              "tokens cannot be labelled")
         labels = [IGNORE] * len(context) + ids[len(context):]
-        return ids[-seq_len:], labels[-seq_len:]
-    context, _ = encode_conversation(tokenizer, messages[:-1], 10 ** 9)
-    context = context[:-1]                                    # without the closing EOS
-    ids, labels = encode_conversation(tokenizer, messages, 10 ** 9)
-    labels = [IGNORE] * len(context) + labels[len(context):]
-    return ids[-seq_len:], labels[-seq_len:]
+    else:
+        context, _ = encode_conversation(tokenizer, messages[:-1], 10 ** 9)
+        context = context[:-1]                                    # without the closing EOS
+        ids, labels = encode_conversation(tokenizer, messages, 10 ** 9)
+        labels = [IGNORE] * len(context) + labels[len(context):]
+    keep = truncated(ids, seq_len, truncation)
+    if keep is None or all(label == IGNORE for label in labels[keep]):
+        return None
+    return ids[keep], labels[keep]
 
 
 def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:

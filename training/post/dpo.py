@@ -143,14 +143,25 @@ def load_dpo_config(path=None, overrides=(), base: dict | None = None) -> DPOCon
 
 def load_preference_split(tokenizer, data: PreferenceData):
     """(train, held-out, skipped) — examples {"chosen": (ids, labels), "rejected": …, "prompt": messages}, every
-    `held_out_every`-th pair held out, and the number of pairs without a final reply on both sides."""
+    `held_out_every`-th pair held out; skipped: {"no_final_reply": pairs without a final reply on both sides,
+    "too_long": pairs dropped by data.truncation (drop, or keep_start cutting a whole reply)}."""
+    skipped = {"no_final_reply": 0, "too_long": 0}
+
     def encode(pairs):
-        return [{"chosen": encode_reply(tokenizer, chosen, data.seq_len),
-                 "rejected": encode_reply(tokenizer, rejected, data.seq_len), "prompt": chosen[:-1]}
-                for chosen, rejected in pairs if _ends_with_replies(chosen, rejected)]
+        out = []
+        for chosen, rejected in pairs:
+            if not _ends_with_replies(chosen, rejected):
+                skipped["no_final_reply"] += 1
+                continue
+            sides = [encode_reply(tokenizer, side, data.seq_len, data.truncation) for side in (chosen, rejected)]
+            if None in sides:
+                skipped["too_long"] += 1
+                continue
+            out.append({"chosen": sides[0], "rejected": sides[1], "prompt": chosen[:-1]})
+        return out
     train_pairs, held_pairs = split_pairs(data)
     train_set, held = encode(train_pairs), encode(held_pairs)
-    return train_set, held, len(train_pairs) + len(held_pairs) - len(train_set) - len(held)
+    return train_set, held, skipped
 
 
 def _ends_with_replies(chosen: list[dict], rejected: list[dict]) -> bool:
@@ -161,15 +172,18 @@ def _ends_with_replies(chosen: list[dict], rejected: list[dict]) -> bool:
 def train_dpo(cfg: DPOConfig, resume: bool = False, log=print) -> dict:
     policy = load_policy(cfg.model, cfg.data.seq_len)
     model, tokenizer, pad, average = policy.model, policy.tokenizer, policy.pad_id, cfg.length_normalized
-    train_set, held, unusable = load_preference_split(tokenizer, cfg.data)
-    if not held:
-        raise ValueError("no held-out pairs: lower data.held_out_every or add pairs")
+    train_set, held, skipped = load_preference_split(tokenizer, cfg.data)
+    if not held or not train_set:
+        raise ValueError(f"{len(train_set)} training and {len(held)} held-out pairs left: lower "
+                         f"data.held_out_every, add pairs" + (", or raise data.seq_len" if skipped["too_long"] else ""))
     reference_logprobs(model, train_set + held, pad, average)
     check = cfg.lengths
     prompts = [e["prompt"] for e in held[:check.prompts]]
     lengths_before = reply_lengths(model, tokenizer, prompts, check.max_new_tokens, check.temperature, check.seed)
-    log(f"[dpo] {len(train_set):,} training and {len(held):,} held-out pairs ({unusable} without a final reply "
-        f"on both sides, skipped); reference log-probs computed; sampled replies "
+    too_long = (f", {skipped['too_long']} longer than {cfg.data.seq_len} tokens dropped "
+                f"(data.truncation={cfg.data.truncation})" if skipped["too_long"] else "")
+    log(f"[dpo] {len(train_set):,} training and {len(held):,} held-out pairs ({skipped['no_final_reply']} without a "
+        f"final reply on both sides, skipped{too_long}); reference log-probs computed; sampled replies "
         f"{lengths_before['mean_reply_tokens']:.1f} tokens")
 
     def evaluate(m):
@@ -179,7 +193,8 @@ def train_dpo(cfg: DPOConfig, resume: bool = False, log=print) -> dict:
         finish(policy, m, cfg.run.out_dir)
         first, last = eval_ends(cfg.run.out_dir)
         m.cpu()
-        return {"pairs": {"train": len(train_set), "held_out": len(held), "skipped_no_final_reply": unusable},
+        return {"pairs": {"train": len(train_set), "held_out": len(held), "skipped_no_final_reply": skipped["no_final_reply"],
+                          "skipped_too_long": skipped["too_long"]},
                 "held_out_before": {k: first[k] for k in ("reward_accuracy", "reward_margin", "logp_margin",
                                                           "logp_margin_accuracy") if k in first},
                 "held_out_after": {k: last[k] for k in ("reward_accuracy", "reward_margin", "logp_margin",

@@ -27,7 +27,7 @@ from training.loop import OptimConfig, RunConfig, eval_ends, train
 from training.losses import reward_loss
 from training.model import ModelConfig
 from training.post.batches import EpochBatches
-from training.post.conversation import encode_conversation, read_pairs
+from training.post.conversation import TRUNCATIONS, encode_conversation, read_pairs, truncated
 from training.post.heads import ScalarHead
 from training.post.lora import LoraOptions, with_lora
 from training.post.policy import finish, load_policy
@@ -73,9 +73,19 @@ def load_reward_model(path: str | Path) -> ScalarHead:
     return model.eval()
 
 
-def encode_pair_side(tokenizer, messages, seq_len: int) -> list[int]:
+def encode_pair_side(tokenizer, messages, seq_len: int, truncation: str = "keep_end") -> list[int] | None:
+    """The conversation's ids, cut to `seq_len` as `truncation` says (None: dropped)."""
     ids, _ = encode_conversation(tokenizer, messages, 10 ** 9)
-    return ids[-seq_len:]
+    keep = truncated(ids, seq_len, truncation)
+    return None if keep is None else ids[keep]
+
+
+def encode_pairs(tokenizer, pairs, data) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """(encoded pairs, pairs dropped as too long) — a pair goes if either side is dropped."""
+    encoded = [(encode_pair_side(tokenizer, c, data.seq_len, data.truncation),
+                encode_pair_side(tokenizer, r, data.seq_len, data.truncation)) for c, r in pairs]
+    kept = [(c, r) for c, r in encoded if c is not None and r is not None]
+    return kept, len(encoded) - len(kept)
 
 
 def collate_scored(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, np.ndarray]:
@@ -132,10 +142,13 @@ class PreferenceData:
     limit: int = 0                     # use only the first N pairs (0 = all)
     seed: int = 0
     shuffle: bool = True               # false: the file's order every pass (as TRL with a sequential sampler)
+    truncation: str = "keep_end"       # longer than seq_len: keep_end | keep_start (TRL's DPO) | drop (TRL's reward)
 
     def __post_init__(self):
         at_least(self, 2, "seq_len", "held_out_every")
         at_least(self, 0, "limit", "seed")
+        if self.truncation not in TRUNCATIONS:
+            raise ValueError(f"data.truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
 
 
 def split_pairs(data: PreferenceData):
@@ -172,13 +185,17 @@ def load_reward_config(path=None, overrides=(), base: dict | None = None) -> Rew
 def train_reward(cfg: RewardConfig, resume: bool = False, log=print) -> dict:
     policy = load_policy(cfg.model, cfg.data.seq_len)
     pad = policy.pad_id
-    train_pairs, held = ([(encode_pair_side(policy.tokenizer, c, cfg.data.seq_len),
-                           encode_pair_side(policy.tokenizer, r, cfg.data.seq_len)) for c, r in part]
-                         for part in split_pairs(cfg.data))
+    (train_pairs, dropped_train), (held, dropped_held) = (encode_pairs(policy.tokenizer, part, cfg.data)
+                                                          for part in split_pairs(cfg.data))
     model = ScalarHead(policy.model, bias=policy.hf is None)
     if cfg.lora.enabled:
         model = with_lora(model, cfg.lora, train_in_full=("head",))
-    log(f"[reward] {len(train_pairs):,} training and {len(held):,} held-out pairs")
+    if not train_pairs or not held:
+        raise ValueError(f"data.truncation=drop left {len(train_pairs)} training and {len(held)} held-out pairs: "
+                         f"raise data.seq_len ({cfg.data.seq_len}) or keep a side of each long pair")
+    log(f"[reward] {len(train_pairs):,} training and {len(held):,} held-out pairs"
+        + (f" ({dropped_train + dropped_held} longer than {cfg.data.seq_len} tokens, dropped)"
+           if dropped_train + dropped_held else ""))
 
     def evaluate(m):
         result = pairwise_accuracy(m, held, pad)
@@ -188,7 +205,9 @@ def train_reward(cfg: RewardConfig, resume: bool = False, log=print) -> dict:
     def after(m):
         finish(policy, m, cfg.run.out_dir, reward=True)
         first, _ = eval_ends(cfg.run.out_dir)
-        return {"held_out_before": {"accuracy": first.get("pair_accuracy"),
+        return {"pairs": {"train": len(train_pairs), "held_out": len(held),
+                          "skipped_too_long": dropped_train + dropped_held},
+                "held_out_before": {"accuracy": first.get("pair_accuracy"),
                                     "ci95": [first.get("ci95_low"), first.get("ci95_high")], "pairs": len(held),
                                     "mean_margin": first.get("mean_margin")},
                 "held_out_after": pairwise_accuracy(m, held, pad)}
