@@ -66,6 +66,9 @@ class _HuggingFace:
         return self.tok.eos_token_id
 
 
+_HEAD_ROWS = 512         # positions per run of the output head: its weight read once, the logits ~100 MB
+
+
 @dataclass
 class LM:
     model: Transformer
@@ -125,11 +128,25 @@ class LM:
         return [(ctx, members) for ctx, members in groups.items()
                 if len(members) > 1 and len(ctx) >= sum(len(cont) for _, cont in members) / len(members)]
 
-    def _score(self, hidden, targets: list[int]) -> tuple[float, bool]:
-        """hidden (n, D) at the positions that predict `targets` → (Σ log p, all greedy)."""
-        logits = self.model.logits(hidden).float().cpu()                                      # (n, V)
-        targets = torch.tensor(targets)
-        return float(token_logprobs(logits, targets).sum()), bool((logits.argmax(-1) == targets).all())
+    def _score(self, scored: list[tuple[int, torch.Tensor, list[int]]], results: list) -> None:
+        """(request index, hidden (n, D) at the positions that predict `targets`, targets) → results[index] =
+        (Σ log p, all greedy). The head runs on many requests' positions at once, so its (V, D) weight is read
+        once per `_HEAD_ROWS` positions rather than once per request (on a CPU that read is most of its cost)."""
+        start = 0
+        while start < len(scored):
+            end, rows = start, 0
+            while end < len(scored) and (end == start or rows + len(scored[end][2]) <= _HEAD_ROWS):
+                rows += len(scored[end][2])
+                end += 1
+            chunk = scored[start:end]
+            logits = self.model.logits(torch.cat([h for _, h, _ in chunk])).float().cpu()          # (rows, V)
+            targets = torch.tensor([t for _, _, ts in chunk for t in ts])
+            logprobs, greedy = token_logprobs(logits, targets), logits.argmax(-1) == targets
+            at = 0
+            for index, _, ts in chunk:
+                results[index] = (float(logprobs[at:at + len(ts)].sum()), bool(greedy[at:at + len(ts)].all()))
+                at += len(ts)
+            start = end
 
     def _score_whole(self, requests: list[tuple[int, list[int], list[int]]], results: list, progress) -> None:
         """Each distinct input in one forward, batched longest first (the reference path; also for inputs longer
@@ -147,11 +164,10 @@ class LM:
             for row, (inp, _) in enumerate(chunk):
                 inputs[row, :len(inp)] = torch.tensor(inp)
             hidden, _ = self.model.hidden_states(inputs.to(self.device))                   # (B, T, D)
-            for row, (inp, members) in enumerate(chunk):
-                for index, seq, n in members:
-                    results[index] = self._score(hidden[row, len(seq) - 1 - n:len(seq) - 1], seq[-n:])
-                if progress is not None:
-                    progress(len(members))
+            self._score([(index, hidden[row, len(seq) - 1 - n:len(seq) - 1], seq[-n:])
+                         for row, (_, members) in enumerate(chunk) for index, seq, n in members], results)
+            if progress is not None:
+                progress(sum(len(members) for _, members in chunk))
 
     def _score_from_cache(self, groups: list[tuple[tuple, list]], results: list, progress) -> None:
         """Requests grouped by context: a batch of `batch_size` contexts runs once (right-padded, keys and values
@@ -195,10 +211,11 @@ class LM:
             expanded.values = [v.index_select(0, index) for v in cache.values]
             after, _ = self.model.hidden_states(inputs.to(device), expanded, mask.to(device),
                                                 positions.to(device))                                # (R, Tn, D)
+        scored = []
         for r, (g, i, cont) in enumerate(rows):
             first = hidden[g, lengths[g] - 1][None]                                                   # (1, D)
-            states = first if len(cont) == 1 else torch.cat([first, after[r, :len(cont) - 1]])
-            results[i] = self._score(states, cont)
+            scored.append((i, first if len(cont) == 1 else torch.cat([first, after[r, :len(cont) - 1]]), cont))
+        self._score(scored, results)
 
     @torch.no_grad()
     def rolling_nll(self, text: str, window: int | None = None, stride: int | None = None,

@@ -19,7 +19,8 @@ from training.files import write_atomic
 def configure(parser) -> None:
     parser.description = ("Evaluate a model with lm-evaluation-harness conventions. MODEL: one of our run folders or "
                           "checkpoints, a Hugging Face Llama folder, or a GGUF file. Tasks: wikitext (word perplexity "
-                          "and bits per byte, per article as the harness scores it), " + ", ".join(TASKS) + ".")
+                          "and bits per byte, per article as the harness scores it), " + ", ".join(TASKS) +
+                          ", and mmlu_<subject> (one MMLU subject, e.g. mmlu_anatomy, as the harness names it).")
     parser.epilog = ("Example: refinery eval --model SmolLM2-135M-Instruct.Q4_1.gguf --tasks wikitext,arc_easy,hellaswag "
                      "--limit 500 --output out/eval/smollm2.json")
     parser.add_argument("--model", required=True, metavar="MODEL")

@@ -63,6 +63,12 @@ def test_mmlu_few_shot_uses_the_dev_examples_in_order(data):
         load_task("mmlu", data, shots=6)
     with pytest.raises(ValueError, match="unknown task"):
         load_task("squad", data)
+    # one subject by the harness's task name: the same items as that subject's share of `mmlu`
+    anatomy = load_task("mmlu_anatomy", data, shots=1, limit=3)
+    whole = [i for i in load_task("mmlu", data, shots=1, limit=3).items if i.group == "anatomy"]
+    assert anatomy.name == "mmlu_anatomy" and [i.requests for i in anatomy.items] == [i.requests for i in whole]
+    with pytest.raises(ValueError, match="unknown task mmlu_anatomyy.*known: abstract_algebra, anatomy"):
+        load_task("mmlu_anatomyy", data)
 
 
 def test_other_tasks_take_their_first_items_as_shots(data):
@@ -193,7 +199,8 @@ def test_wikitext_detokenizer_undoes_the_tokenised_spacing():
 
 def test_wikitext_the_harness_way_is_disjoint_windows_per_article(tiny_lm, data):
     """Each article detokenised and scored alone: its first window after the start token, each later one with a
-    single token of context; equal to a direct computation of exactly those windows."""
+    single token of context; equal to a direct computation of exactly those windows. Words and bytes are those of
+    the article before detokenising (the harness's process_results counts them on doc["page"])."""
     articles = wikitext_documents((data / WIKITEXT).read_text(encoding="utf-8"))[1:3]
     result = wikitext_harness(tiny_lm, [a[:1500] for a in articles])
     context = tiny_lm.max_length
@@ -214,8 +221,9 @@ def test_wikitext_the_harness_way_is_disjoint_windows_per_article(tiny_lm, data)
             for inputs, predicted in windows:
                 logprobs = F.log_softmax(tiny_lm.model(torch.tensor([inputs])).logits[0], dim=-1)[-len(predicted):]
                 total -= sum(float(logprobs[i, t]) for i, t in enumerate(predicted))
-        words += len(re.split(r"\s+", target))
-        nbytes += len(target.encode("utf-8"))
+        words += len(re.split(r"\s+", article[:1500]))      # counted on the article as stored, as the harness
+        nbytes += len(article[:1500].encode("utf-8"))          # does (its process_results), not on what is scored
+    assert words != sum(len(re.split(r"\s+", wikitext_detokenize(a[:1500]))) for a in articles)
     assert result["documents"] == 2 and result["words"] == words and result["bytes"] == nbytes
     assert result["nll"] == pytest.approx(total, rel=1e-5)
     assert result["word_perplexity"] == pytest.approx(math.exp(total / words), rel=1e-5)
@@ -270,7 +278,7 @@ def test_eval_command_on_a_trained_checkpoint(sample_tokens, data, tmp_path, cap
     articles = wikitext_documents((data / WIKITEXT).read_text(encoding="utf-8"))
     wikitext = json.loads(out.read_text())["wikitext"]
     assert wikitext["mode"] == "harness" and wikitext["documents"] == 2
-    assert wikitext["bytes"] == sum(len(wikitext_detokenize(a).encode("utf-8")) for a in articles[:2])
+    assert wikitext["bytes"] == sum(len(a.encode("utf-8")) for a in articles[:2])
     assert re.search(r"wikitext: +\d+%\|.*\| \d+/\d+ .*tok/s", capsys.readouterr().err)
     assert main(["eval", "--model", str(run), "--tasks", "wikitext", "--wikitext-mode", "harness",
                  "--text-bytes", "100"]) == 2

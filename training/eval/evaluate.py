@@ -104,14 +104,15 @@ def wikitext_harness(lm, documents: list[str], progress=None) -> dict:
     the model's context (`loglikelihood_rolling`: the first window after the start token, each later one with one
     token of context), then word_perplexity = exp(Σ NLL / Σ words), byte_perplexity = exp(Σ NLL / Σ bytes) and
     bits_per_byte = Σ NLL / Σ bytes / ln 2 over all documents (its weighted_perplexity); words are the pieces of
-    re.split(r"\\s+") of each document."""
+    re.split(r"\\s+") of each document and bytes its UTF-8 bytes, both counted before detokenising, as the harness
+    counts them."""
     nll = tokens = words = nbytes = 0
     for document in documents:
         target = wikitext_detokenize(document)
         doc_nll, doc_tokens = lm.rolling_nll(target, lm.max_length, lm.max_length, progress=progress)
         nll, tokens = nll + doc_nll, tokens + doc_tokens
-        words += len(re.split(r"\s+", target))
-        nbytes += len(target.encode("utf-8"))
+        words += len(re.split(r"\s+", document))       # the harness counts words and bytes on the document as
+        nbytes += len(document.encode("utf-8"))         # stored, before detokenising (its process_results)
     return {"word_perplexity": math.exp(nll / max(1, words)), "byte_perplexity": math.exp(nll / max(1, nbytes)),
             "bits_per_byte": nll / max(1, nbytes) / math.log(2), "bpb": nll / max(1, nbytes) / math.log(2),
             "nll": nll, "tokens": tokens, "words": words, "bytes": nbytes, "documents": len(documents),

@@ -13,6 +13,7 @@ Each task turns into items of (context, continuation) requests scored by log-lik
 | lambada | the passage without its last word | ` <last word>` | acc (greedy), ppl |
 | mmlu | harness / original paper: header, K dev examples in order, `…\\nAnswer:` | ` A` … ` D` | acc |
 | mmlu_cloze | the same question without the lettered options | ` <answer text>` | acc, acc_norm |
+| mmlu_<subject> | `mmlu` on one subject, as the harness names it (mmlu_anatomy) | ` A` … ` D` | acc |
 
 acc = argmax of the summed log-likelihood; acc_norm = argmax of log-likelihood / character length of the
 choice (the continuation without its leading space, as the harness counts it). Few-shot examples: MMLU's dev split in order; for the other tasks (which have no dev split
@@ -71,6 +72,8 @@ def load_task(name: str, data_dir: Path, shots: int = 0, limit: int | None = Non
     mc = data_dir / "mc"
     if name in MMLU_FORMATS:
         return _mmlu(data_dir / "mmlu", name, shots, limit)
+    if name.startswith("mmlu_"):                       # one subject, lm-evaluation-harness's task name
+        return _mmlu(data_dir / "mmlu", "mmlu", shots, limit, only=name.removeprefix("mmlu_"))
     if name == "hellaswag":
         with bz2.open(mc / "hellaswag_val_full.txt.bz2", "rt", encoding="utf-8") as fh:
             lines = fh.read().split("\n")
@@ -112,7 +115,7 @@ def _read_mmlu(path: Path) -> list[dict]:
         return [{"question": r[0], "choices": r[1:5], "gold": int(r[5])} for r in reader]
 
 
-def _mmlu(root: Path, name: str, shots: int, limit: int | None) -> Task:
+def _mmlu(root: Path, name: str, shots: int, limit: int | None, only: str | None = None) -> Task:
     """Hendrycks et al.'s prompt (`mmlu`, as the harness poses it since v0.4: the letters are scored) or the
     answer texts scored as a cloze (`mmlu_cloze`, the harness before v0.4 / OLMES "cloze" formulation)."""
     if not 0 <= shots <= 5:
@@ -121,6 +124,11 @@ def _mmlu(root: Path, name: str, shots: int, limit: int | None) -> Task:
     subjects = sorted(p.name.removesuffix("_test.csv") for p in (root / "test").glob("*_test.csv"))
     if not subjects:
         raise FileNotFoundError(f"no MMLU test files under {root}/test")
+    if only is not None:
+        if only not in subjects:
+            raise ValueError(f"unknown task mmlu_{only}: MMLU has no subject {only!r} under {root}/test; "
+                             f"known: {', '.join(subjects)}")
+        subjects = [only]
     for subject in subjects:
         header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
         dev = _read_mmlu(root / "dev" / f"{subject}_dev.csv")[:shots]
@@ -140,5 +148,6 @@ def _mmlu(root: Path, name: str, shots: int, limit: int | None) -> Task:
             prefix = header + _fewshot_prefix([(question(r, False), " " + r["choices"][r["gold"]]) for r in dev])
             items += [Item([(prefix + question(r, False), " " + c) for c in r["choices"]], r["gold"], group=subject)
                       for r in test]
-    return Task(name, items, metrics=("acc",) if name == "mmlu" else ("acc", "acc_norm"), shots=shots,
+    return Task(f"mmlu_{only}" if only else name, items,
+                metrics=("acc",) if name == "mmlu" else ("acc", "acc_norm"), shots=shots,
                 notes={"subjects": len(subjects)})
