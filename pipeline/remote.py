@@ -7,6 +7,13 @@ stopped, so no byte is read twice or skipped, and the WARC reader above sees one
 counted (`retries()`: the reading DoFns report it as the Beam counter `read/http_retries`).
 
     open_http("https://data.commoncrawl.org/crawl-data/…warc.gz", offset=0, policy=RetryPolicy())
+
+Object stores read through Beam's FileSystems (gs://, s3://, and any other registered scheme) get the same
+treatment from `StoreReader`: their clients raise their own exceptions (botocore's SlowDown and
+IncompleteRead, google-api-core's ServiceUnavailable, Beam's S3ClientError with an HTTP code), so an error is
+transient when it is a network or OS error other than a missing or forbidden file, carries a retryable HTTP
+code, or is named as throttling or a broken transfer; the file is then reopened and seeked to the byte where the
+read stopped.
 """
 from __future__ import annotations
 
@@ -19,6 +26,9 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TRANSIENT = (ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException, urllib.error.URLError)
@@ -99,6 +109,84 @@ def _end_of(response, offset: int) -> int | None:
         return int(whole)
     length = response.headers.get("Content-Length")
     return offset + int(length) if length and length.isdigit() else None
+
+
+PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+_TRANSIENT_NAMES = ("SlowDown", "Throttl", "TooManyRequests", "ServiceUnavailable", "InternalServerError",
+                    "IncompleteRead", "ReadTimeout", "ConnectTimeout", "EndpointConnectionError", "ConnectionClosed",
+                    "TransportError", "DeadlineExceeded", "RequestTimeout")
+
+
+def transient(error: BaseException) -> bool:
+    """Whether an object store's error is worth retrying (see the module's docstring)."""
+    if isinstance(error, PERMANENT):
+        return False
+    code = getattr(error, "code", None) or getattr(error, "status_code", None)
+    if isinstance(code, int):
+        return code in RETRY_STATUS
+    return isinstance(error, (OSError, *TRANSIENT)) or any(name in f"{type(error).__name__} {code or ''}"
+                                                           for name in _TRANSIENT_NAMES)
+
+
+def _filesystems_open(path: str, offset: int):
+    fh = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if offset:
+        fh.seek(offset)
+    return fh
+
+
+class StoreReader(io.RawIOBase):
+    """The bytes of an object-store path (gs://, s3://, … through Beam's FileSystems) from `offset`, as one
+    stream: opening and each read are retried on transient errors (`transient`), reopening at the byte where
+    the read stopped, so nothing is read twice or skipped; other errors raise at once."""
+
+    def __init__(self, path: str, offset: int = 0, policy: RetryPolicy = RetryPolicy(), opener=_filesystems_open):
+        self.path, self.position, self.policy, self._opener = path, offset, policy, opener
+        self._fh = None
+        self._fh = self._retrying(lambda: self._opener(self.path, self.position), "opening")
+
+    def _retrying(self, action, what: str):
+        for attempt in range(self.policy.attempts):
+            try:
+                return action()
+            except Exception as e:  # store clients raise their own types
+                if not transient(e):
+                    raise
+                last = e
+            if attempt + 1 < self.policy.attempts:
+                _count()
+                self.policy.wait(attempt)
+                if self._fh is not None:                    # a read failed: reopen where it stopped
+                    try:
+                        self._fh.close()
+                    except Exception:  # the broken handle may not close
+                        pass
+                    self._fh = None
+                    try:
+                        self._fh = self._opener(self.path, self.position)
+                    except Exception as e:  # reopening failed: the next try reopens
+                        if not transient(e):
+                            raise
+        raise OSError(f"{self.path}: {what} at byte {self.position:,} failed {self.policy.attempts} times "
+                      f"({type(last).__name__}: {last})")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        def read():
+            if self._fh is None:
+                self._fh = self._opener(self.path, self.position)
+            return self._fh.read(len(buffer))
+        data = self._retrying(read, "reading")
+        buffer[:len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        super().close()
 
 
 class HTTPReader(io.RawIOBase):

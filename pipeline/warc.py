@@ -27,7 +27,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParser, StatusAndHeadersParserException
 
-from pipeline.remote import HTTPReader, RetryPolicy
+from pipeline.remote import HTTPReader, RetryPolicy, StoreReader
 
 # warcio logs one warning per record whose target URI holds spaces; it repairs them, and we keep the URL as repaired.
 logging.getLogger("warcio.recordloader").setLevel(logging.ERROR)
@@ -133,10 +133,12 @@ Outcome = Page | Skip | ReadError
 # ---------------------------------------------------------------------------------------------- opening files
 
 def open_raw(path: str, offset: int = 0, policy: RetryPolicy = RetryPolicy()) -> BinaryIO:
-    """The file's raw bytes from `offset`: local paths, gs://, s3:// (Beam FileSystems) or http(s):// (Range
-    requests, retried and resumed: pipeline/remote.py)."""
+    """The file's raw bytes from `offset`: local paths, gs://, s3:// (Beam FileSystems, retried and resumed) or
+    http(s):// (Range requests, retried and resumed): pipeline/remote.py."""
     if path.startswith(("http://", "https://")):
         return _PositionedReader(HTTPReader(path, offset, policy), offset)
+    if "://" in path and not path.startswith("file://"):               # gs://, s3://: retried and resumed
+        return _PositionedReader(StoreReader(path, offset, policy), offset)
     fh = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if offset:
         fh.seek(offset)

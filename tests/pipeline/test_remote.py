@@ -151,3 +151,101 @@ def test_curating_through_a_throttling_server_equals_reading_the_file(crawl_slic
     assert rows["local"] == rows["remote"] and len(rows["local"]) > 40        # nothing lost, nothing twice
     assert rows["local stats"] == rows["remote stats"] and rows["remote stats"]["errors"] == {}
     assert json.loads((tmp_path / "remote" / "stats.json").read_text())["http_retries"] == len(faults) - 1
+
+
+# ------------------------------------------------------------------ object stores (gs://, s3://) through Beam
+
+class SlowDown(Exception):
+    """What botocore raises when S3 throttles (its error code, carried in the name here)."""
+
+
+class Coded(Exception):
+    def __init__(self, code: int):
+        super().__init__(f"HTTP {code}")
+        self.code = code
+
+
+class FlakyFile:
+    """A local file read through a store's client that fails on a schedule: each read takes the next fault of
+    `faults` (an exception to raise after consuming some bytes, or None for a good read)."""
+
+    def __init__(self, path: str, offset: int, faults: list, log: list):
+        self.fh, self.faults, self.log = open(path, "rb"), faults, log
+        self.fh.seek(offset)
+        log.append(("open", offset))
+
+    def read(self, n: int) -> bytes:
+        fault = self.faults.pop(0) if self.faults else None
+        if fault is not None:
+            self.fh.read(min(n, 777))                  # the broken transfer had consumed bytes: they must not count
+            raise fault
+        data = self.fh.read(min(n, 50_000))            # short reads are normal for a stream
+        self.log.append(("read", len(data)))
+        return data
+
+    def seek(self, offset: int):
+        self.fh.seek(offset)
+        self.log.append(("seek", offset))
+
+    def close(self):
+        self.fh.close()
+
+
+def _flaky_scheme(faults: list, log: list, open_faults: list | None = None):
+    """A Beam FileSystem of scheme flaky:// over local files (Beam finds FileSystem subclasses by scheme), so
+    open_raw takes the path a gs:// or s3:// input takes."""
+    from apache_beam.io.localfilesystem import LocalFileSystem
+
+    class Flaky(LocalFileSystem):
+        @classmethod
+        def scheme(cls):
+            return "flaky"
+
+        def open(self, path, mime_type="application/octet-stream", compression_type=None):
+            if open_faults:
+                raise open_faults.pop(0)
+            return FlakyFile(path.removeprefix("flaky://"), 0, faults, log)
+    return Flaky
+
+
+def test_object_store_reads_are_retried_and_resumed_where_they_stopped(crawl_slice):
+    from dataclasses import replace
+
+    from pipeline.warc import Page, open_raw, plan_chunks, read_chunk
+    data = Path(crawl_slice).read_bytes()
+    faults = [None, SlowDown("Please reduce your request rate"), None, ConnectionResetError("reset"), None,
+              Coded(503), TimeoutError("read timed out"), None, None, SlowDown("again")]
+    log, open_faults = [], [ConnectionResetError("refused")]
+    flaky = _flaky_scheme(faults, log, open_faults)
+    before = remote.retries()
+    with open_raw(f"flaky://{crawl_slice}", policy=FAST) as fh:
+        assert fh.read() == data                             # every byte once, in order
+    assert remote.retries() - before == 1 + 5                 # the open, then each failed read
+    assert not faults and not open_faults
+    # a WARC read record by record through the store gives what the local file gives
+    faults += [None, SlowDown("x"), None, Coded(500), None] * 3
+    chunks = plan_chunks(crawl_slice, len(data), data[:65536], 40_000)
+    assert len(chunks) > 3
+    local = [o for c in chunks for o in read_chunk(c)]
+    stored = [o for c in chunks for o in read_chunk(replace(c, path=f"flaky://{crawl_slice}"))]
+    assert not faults
+    assert [(o.offset, o.record_id, o.body) if isinstance(o, Page) else o for o in local] == \
+        [(o.offset, o.record_id, o.body) if isinstance(o, Page) else o for o in stored]
+    assert sum(isinstance(o, Page) for o in stored) > 40
+    del flaky
+
+
+def test_object_store_errors_that_will_not_pass_are_not_retried(tmp_path):
+    path = tmp_path / "x.warc"
+    path.write_bytes(b"abc")
+    before = remote.retries()
+    for error in (FileNotFoundError("gone"), PermissionError("denied"), Coded(404), ValueError("bad")):
+        with pytest.raises(type(error)):
+            remote.StoreReader("flaky://x", 0, FAST, opener=lambda p, o, e=error: (_ for _ in ()).throw(e))
+    assert remote.retries() == before
+    always = [SlowDown("busy")] * 10
+    reader = remote.StoreReader("s3://bucket/x.warc", 0, FAST,
+                                opener=lambda p, o: FlakyFile(str(path), o, always, []))
+    with pytest.raises(OSError, match=r"s3://bucket/x.warc: reading at byte 0 failed 4 times \(SlowDown: busy\)"):
+        reader.read(10)
+    assert remote.retries() - before == 3
