@@ -25,6 +25,7 @@ live in its own virtual environment:
     python -m venv /tmp/lme && /tmp/lme/bin/pip install torch==2.13.0 "lm_eval[hf]==0.4.13"
     python bench/bench_eval_lmeval.py --lm-eval /tmp/lme/bin/lm_eval                 # ~25 min on 2 cores
     python bench/bench_eval_lmeval.py --lm-eval /tmp/lme/bin/lm_eval --limit 20 --mmlu-limit 10 --rounds 1
+    python bench/bench_eval_lmeval.py --lm-eval /tmp/lme/bin/lm_eval --ours-dtype bfloat16 --rounds 1
 """
 from __future__ import annotations
 
@@ -134,11 +135,12 @@ def run_harness(lm_eval: str, model: Path, tasks: list[str], limit: int, batch: 
     return time.perf_counter() - started
 
 
-def run_ours(model: Path, tasks: list[str], limit: int, batch: int, out: Path) -> float:
+def run_ours(model: Path, tasks: list[str], limit: int, batch: int, out: Path, dtype: str = "float32") -> float:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pipeline.app.cli", "eval", "--model", str(model), "--tasks",
                     ",".join(tasks), "--limit", str(limit), "--batch-size", str(batch), "--no-progress",
+                    "--dtype", dtype,
                     "--log-samples", str(out / "samples.jsonl"), "--output", str(out / "results.json")],
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -235,6 +237,8 @@ def main() -> None:
     parser.add_argument("--wikitext-limit", type=int, default=5, help="wikitext articles (default the first 5 of 62)")
     parser.add_argument("--what", default="mc,mmlu,wikitext", help="which runs: mc, mmlu, wikitext (default all)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--ours-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="refinery eval --dtype (the harness stays float32)")
     parser.add_argument("--rounds", type=int, default=2, help="timed runs of each side, alternating (default 2)")
     parser.add_argument("--work", help="a folder for the model, data and results (default: a new temp folder)")
     parser.add_argument("--report-only", action="store_true",
@@ -262,7 +266,7 @@ def main() -> None:
             sides = ("ours", "harness") if r % 2 == 0 else ("harness", "ours")
             for side in sides:
                 out = work / f"{side}-{what}"
-                wall = run_ours(model, tasks, limit, args.batch_size, out) if side == "ours" else \
+                wall = run_ours(model, tasks, limit, args.batch_size, out, args.ours_dtype) if side == "ours" else \
                     run_harness(args.lm_eval, model, tasks, limit, args.batch_size, task_dir, out)
                 walls[f"{side}-{what}"].append(round(wall, 1))
                 print(f"[bench] round {r + 1} {side} {what}: {wall:.1f} s", flush=True)

@@ -13,6 +13,7 @@ embedded tokenizer). Scoring follows lm-evaluation-harness:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,16 @@ class LM:
     name: str
     batch_size: int = 16
     prefix_cache: bool = True       # each context once, its choices from its keys and values (see loglikelihood)
+    dtype: str = "float32"          # bfloat16: matmuls under autocast (faster where the CPU has bf16 units)
+
+    def precision(self):
+        """The autocast context the model runs under: none for float32 (the harness's numbers), bf16 autocast
+        for bfloat16 (log-probabilities are still taken in float32)."""
+        if self.dtype == "float32":
+            return contextlib.nullcontext()
+        if self.dtype != "bfloat16":
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     @property
     def device(self):
@@ -111,9 +122,10 @@ class LM:
             splits.append((ctx, cont))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         groups = self._worth_caching(splits) if self.prefix_cache else []
-        self._score_from_cache(groups, results, progress)
-        cached = {i for _, members in groups for i, _ in members}
-        self._score_whole([(i, *splits[i]) for i in range(len(splits)) if i not in cached], results, progress)
+        with self.precision():
+            self._score_from_cache(groups, results, progress)
+            cached = {i for _, members in groups for i, _ in members}
+            self._score_whole([(i, *splits[i]) for i in range(len(splits)) if i not in cached], results, progress)
         return results
 
     def _worth_caching(self, splits: list[tuple[list[int], list[int]]]) -> list[tuple[tuple, list]]:
@@ -230,7 +242,9 @@ class LM:
             end = min(done + stride, len(ids))
             start = max(0, end - window - 1)
             seq = torch.tensor(ids[start:end], device=self.device)[None]
-            nll = -token_logprobs(self.model(seq[:, :-1]).logits[0], seq[0, 1:])           # (T,)
+            with self.precision():
+                logits = self.model(seq[:, :-1]).logits[0]
+            nll = -token_logprobs(logits, seq[0, 1:])                                      # (T,)
             new = end - done                                                               # score only new tokens
             total += float(nll[-new:].sum())
             scored += new

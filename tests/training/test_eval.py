@@ -148,6 +148,24 @@ def test_loglikelihoods_equal_llama_for_causal_lm_cached_and_not(tiny_llama, dat
     assert len({len(lm.tokens(*r)[0]) for r in requests}) > 5 and max(len(lm.tokens(*r)[1]) for r in requests) > 10
 
 
+def test_bfloat16_scores_are_the_float32_ones_to_within_bf16_rounding(tiny_llama, data):
+    """--dtype bfloat16 runs the model under bf16 autocast: every log-likelihood moves, by bf16 rounding only;
+    float32 stays what the harness computes (the test above)."""
+    _, model, tokenizer = tiny_llama
+    requests = [r for item in load_task("arc_easy", data, limit=6).items for r in item.requests]
+    lm = LM(model=model, tokenizer=tokenizer, name="t", batch_size=4)
+    full = [ll for ll, _ in lm.loglikelihood(requests)]
+    lm.dtype = "bfloat16"
+    half = [ll for ll, _ in lm.loglikelihood(requests)]
+    assert half != full
+    assert half == pytest.approx(full, abs=0.05 * max(abs(x) for x in full))
+    nll_full = LM(model=model, tokenizer=tokenizer, name="t").rolling_nll("word " * 200)
+    assert lm.rolling_nll("word " * 200)[0] == pytest.approx(nll_full[0], rel=0.05)
+    lm.dtype = "float16"
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        lm.loglikelihood(requests)
+
+
 def test_the_prefix_cache_runs_each_context_once(tiny_llama, data):
     """ARC's answers share their question: with the cache the model embeds (padding included) under 60 % of the
     tokens it embeds running each input whole, for the same log-likelihoods."""

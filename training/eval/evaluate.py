@@ -132,7 +132,7 @@ def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, s
              tokenizer: str | None = None, batch_size: int = 16, window: int | None = None,
              stride: int | None = None, text_bytes: int | None = None, progress: bool = True, log=print,
              other_tokenizer: bool = False, samples: list | None = None, prefix_cache: bool = True,
-             wikitext_mode: str | None = None) -> dict:
+             wikitext_mode: str | None = None, dtype: str = "float32") -> dict:
     """Evaluate `model` on `tasks` (names from training/eval/tasks.py, plus `wikitext` for bits per byte).
     `samples`: a list that gets a row per multiple-choice item (see score_task). `wikitext_mode`: "harness" (each
     article on its own, lm-evaluation-harness's numbers; the default) or "window" (the text as one, in sliding
@@ -147,7 +147,8 @@ def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, s
     data_dir = Path(data_dir)
     started = time.monotonic()
     lm = load_lm(model, tokenizer=tokenizer, batch_size=batch_size, other_tokenizer=other_tokenizer)
-    lm.prefix_cache = prefix_cache
+    lm.prefix_cache, lm.dtype = prefix_cache, dtype
+    lm.precision()                                                     # an unknown dtype fails here, before work
     log(f"[eval] {model}: {lm.model.num_params() / 1e6:.1f} M parameters, context {lm.max_length}")
     warn_if_busy(tqdm.write if progress else log, "[eval]")
     results = {}
@@ -185,6 +186,7 @@ def run_eval(model: str, tasks: list[str], data_dir, limit: int | None = None, s
                                            if k in ("acc", "acc_norm", "ppl", "bpb", "word_perplexity",
                                                     "acc_subject_mean")))
     results["_meta"] = {"model": str(model), "limit": limit, "shots": shots, "prefix_cache": prefix_cache,
+                        "dtype": dtype,
                         "wikitext_mode": wikitext_mode,
                         "wall_s": round(time.monotonic() - started, 1),
                         "parameters": lm.model.num_params()}
