@@ -122,8 +122,6 @@ def harness_tasks(lm_eval: str, work: Path, subjects: list[str]) -> Path:
 
 def run_harness(lm_eval: str, model: Path, tasks: list[str], limit: int, batch: int, task_dir: Path,
                 out: Path) -> float:
-    if out.exists():
-        shutil.rmtree(out)                          # this bench's own output folder of an earlier round
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(out.parent / "hf-datasets-cache")}
     started = time.perf_counter()

@@ -143,7 +143,21 @@ class StoreReader(io.RawIOBase):
     def __init__(self, path: str, offset: int = 0, policy: RetryPolicy = RetryPolicy(), opener=_filesystems_open):
         self.path, self.position, self.policy, self._opener = path, offset, policy, opener
         self._fh = None
-        self._fh = self._retrying(lambda: self._opener(self.path, self.position), "opening")
+        self._retrying(self._handle, "opening")
+
+    def _handle(self):
+        """The open file at `position`, opened again after a failure dropped it."""
+        if self._fh is None:
+            self._fh = self._opener(self.path, self.position)
+        return self._fh
+
+    def _drop(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except Exception:  # the broken handle may not close
+                pass
+            self._fh = None
 
     def _retrying(self, action, what: str):
         for attempt in range(self.policy.attempts):
@@ -153,20 +167,10 @@ class StoreReader(io.RawIOBase):
                 if not transient(e):
                     raise
                 last = e
+            self._drop()                                # the next try reopens where the read stopped
             if attempt + 1 < self.policy.attempts:
                 _count()
                 self.policy.wait(attempt)
-                if self._fh is not None:                    # a read failed: reopen where it stopped
-                    try:
-                        self._fh.close()
-                    except Exception:  # the broken handle may not close
-                        pass
-                    self._fh = None
-                    try:
-                        self._fh = self._opener(self.path, self.position)
-                    except Exception as e:  # reopening failed: the next try reopens
-                        if not transient(e):
-                            raise
         raise OSError(f"{self.path}: {what} at byte {self.position:,} failed {self.policy.attempts} times "
                       f"({type(last).__name__}: {last})")
 
@@ -174,18 +178,13 @@ class StoreReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        def read():
-            if self._fh is None:
-                self._fh = self._opener(self.path, self.position)
-            return self._fh.read(len(buffer))
-        data = self._retrying(read, "reading")
+        data = self._retrying(lambda: self._handle().read(len(buffer)), "reading")
         buffer[:len(data)] = data
         self.position += len(data)
         return len(data)
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
+        self._drop()
         super().close()
 
 
