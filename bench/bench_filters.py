@@ -24,7 +24,7 @@ from collections import Counter
 
 from filters import c4, fineweb, gopher, language, nsfw, url
 from filters.pii import redact_pii
-from pipeline.extract import ExtractConfig, extract_page
+from pipeline.extraction import ExtractConfig, extract_page
 from pipeline.resources import BadWords, StopWords, UrlLists, blocklist_domains, language_model_path
 from pages import read_pages, sample_crawl_paths
 from pipeline.warc import Page

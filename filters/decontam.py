@@ -109,6 +109,23 @@ class BenchmarkIndex:
     def __len__(self) -> int:
         return sum(len(keys) for keys, _ in self.tables.values())
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The index as named arrays (for np.savez); `from_arrays` makes the same index from them."""
+        arrays = {"ngram": np.array(self.ngram), "names": np.array(self.names, dtype=str),
+                  "item_counts": np.array([self.items[name] for name in self.names], dtype=np.int64),
+                  "lengths": np.array(list(self.tables), dtype=np.int64)}      # the tables' order is the matches'
+        for n, (keys, owner) in self.tables.items():
+            arrays[f"keys_{n}"], arrays[f"owners_{n}"] = keys, owner
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "BenchmarkIndex":
+        index = cls.__new__(cls)
+        index.ngram, index.names = int(arrays["ngram"]), [str(name) for name in arrays["names"]]
+        index.items = Counter({name: int(n) for name, n in zip(index.names, arrays["item_counts"]) if n})
+        index.tables = {int(n): (arrays[f"keys_{n}"], arrays[f"owners_{n}"]) for n in arrays["lengths"]}
+        return index
+
     def matches(self, text: str) -> list[tuple[int, int, str]]:
         """(first word, word count, benchmark) of every n-gram of `text` found in the index."""
         hashes = minhash.word_hashes(text)

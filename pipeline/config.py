@@ -22,7 +22,7 @@ from filters.pii import PiiConfig
 from filters.quality import QualityConfig
 from filters.repetition import RepetitionConfig
 from filters.url import UrlConfig
-from pipeline.extract import ExtractConfig
+from pipeline.extraction import ExtractConfig
 from pipeline.mix import MixConfig
 from pipeline.warc import ReadConfig
 from training.config import ConfigError, apply_overrides, from_dict, read_yaml, to_dict  # noqa: F401  (re-exported)

@@ -11,21 +11,28 @@ from __future__ import annotations
 
 import bz2
 import csv
+import hashlib
 import importlib.metadata
 import io
 import json
+import logging
 import tarfile
+import zipfile
 from pathlib import Path
 
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from filters import gopher, nsfw, url
+from filters import decontam, gopher, minhash, nsfw, url
 from filters.decontam import BenchmarkIndex, DecontamConfig
 from filters.language import LanguageConfig
 from filters.text import UNSPACED_LANGUAGES
 from pipeline.shared_data import shared_data_dir
 from training.artifacts import ArtifactError, sha256_file
+from training.files import cache_dir, write_atomic
+
+log = logging.getLogger(__name__)
 
 STOP_WORDS = "filters/stopwords/stopwords-iso.json"
 
@@ -247,14 +254,47 @@ def load_benchmark_index(cfg: DecontamConfig, root: Path) -> BenchmarkIndex:
     return BenchmarkIndex(items_by_benchmark, cfg.ngram, cfg.min_words)
 
 
+def benchmark_index_key(cfg: DecontamConfig, files: list[Path]) -> str:
+    """What decides the index: n-gram settings, each benchmark file's name and sha256, and the code that reads
+    and hashes them (this module, filters/decontam.py, filters/minhash.py)."""
+    digest = hashlib.sha256(json.dumps([cfg.ngram, cfg.min_words]).encode())
+    for module in (__file__, decontam.__file__, minhash.__file__):
+        digest.update(Path(module).read_bytes())
+    for path in files:
+        digest.update(f"{path.name}\0{sha256_file(path)}\0".encode())
+    return digest.hexdigest()[:24]
+
+
 class Benchmarks:
-    """The decontamination index over `decontam.benchmarks` (n-gram hashes of every item)."""
+    """The decontamination index over `decontam.benchmarks` (n-gram hashes of every item).
+
+    Building it takes about 2 s, in every worker of every run; so the first build is kept in the cache
+    (`$REFINERY_CACHE/decontam/<key>.npz`, key: `benchmark_index_key`) and later loads read it in milliseconds.
+    `check()`, on the machine that builds the pipeline, makes it there, so local workers find it ready (and a
+    benchmark file that does not parse fails before the job starts). A cache file that cannot be read is built
+    again; a cache that cannot be written only costs the build."""
 
     def __init__(self, cfg: DecontamConfig):
         self.cfg, self.root = cfg, str(shared_data_dir())
 
     def check(self) -> None:
-        benchmark_files(self.cfg.benchmarks, Path(self.root))
+        self()
 
     def __call__(self) -> BenchmarkIndex:
-        return load_benchmark_index(self.cfg, Path(self.root))
+        files = benchmark_files(self.cfg.benchmarks, Path(self.root))
+        cached = cache_dir() / "decontam" / f"{benchmark_index_key(self.cfg, files)}.npz"
+        try:
+            with np.load(cached, allow_pickle=False) as arrays:
+                return BenchmarkIndex.from_arrays(arrays)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            log.warning("decontamination index cache %s is unreadable (%s): building it again", cached, e)
+        index = load_benchmark_index(self.cfg, Path(self.root))
+        buffer = io.BytesIO()
+        np.savez(buffer, **index.to_arrays())
+        try:
+            write_atomic(cached, buffer.getvalue(), fsync=False)
+        except OSError as e:
+            log.warning("cannot keep the decontamination index in %s (%s): it is built in every worker", cached, e)
+        return index

@@ -13,6 +13,12 @@ import tempfile
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where refinery keeps what it can make again (a fetched model, the decontamination index):
+    $REFINERY_CACHE, else ~/.cache/webrefinery."""
+    return Path(os.environ.get("REFINERY_CACHE", Path.home() / ".cache" / "webrefinery"))
+
+
 def write_atomic(path: str | Path, data: bytes | str, fsync: bool = True) -> Path:
     """`data` at `path`, all of it or none (see the module docstring). Creates the parent folder."""
     path = Path(path)

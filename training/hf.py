@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from training.checkpoint import load_model_weights
-from training.files import write_atomic
+from training.files import cache_dir, write_atomic
 from training.model import ModelConfig, Transformer
 from training.tokenizer import Tokenizer
 
@@ -337,10 +337,6 @@ def gguf_as_folder(gguf: str | Path, folder: str | Path) -> Path:
         save_hf(load_gguf(gguf), folder, special_ids(tok))
         tok.save_pretrained(folder)
     return folder
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("REFINERY_CACHE", Path.home() / ".cache" / "webrefinery"))
 
 
 def smollm2_gguf(download: bool = True) -> Path:

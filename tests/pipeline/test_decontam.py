@@ -111,3 +111,27 @@ def test_stage_counts_per_benchmark(action, questions, articles, tmp_path):
         else:
             assert got["kind"] == "doc" and got["decontaminated"] == d["planted"]
             assert len(got["text"]) < len(d["text"]) and got["trace"][-1][0] == "decontam"
+
+
+def test_the_index_is_cached_and_the_cached_one_is_the_same(data, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("REFINERY_CACHE", str(tmp_path))
+    cfg = DecontamConfig(benchmarks=("mc/copa.jsonl", "mc/arc_challenge.jsonl"))
+    built = load_benchmark_index(cfg, data)
+    first = Benchmarks(cfg)()                          # builds and keeps it
+    [kept] = (tmp_path / "decontam").glob("*.npz")
+    second = Benchmarks(cfg)()                         # reads it
+    for index in (first, second):
+        assert (index.names, index.items, index.ngram, list(index.tables)) == \
+               (built.names, built.items, built.ngram, list(built.tables))
+        for n, (keys, owners) in built.tables.items():
+            assert index.tables[n][0].dtype == keys.dtype and (index.tables[n][0] == keys).all()
+            assert (index.tables[n][1] == owners).all()
+    page = benchmark_items(data / "mc/copa.jsonl")[1][0]
+    assert second.matches(page) == built.matches(page) != []
+    # other settings, another file; a damaged file is built again, with a warning
+    Benchmarks(DecontamConfig(benchmarks=cfg.benchmarks, ngram=12))()
+    assert len(list((tmp_path / "decontam").glob("*.npz"))) == 2
+    kept.write_bytes(kept.read_bytes()[:1000])
+    again = Benchmarks(cfg)()
+    assert "unreadable" in caplog.text and again.matches(page) == built.matches(page)
+    assert len(kept.read_bytes()) > 1000

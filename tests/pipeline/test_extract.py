@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from pipeline.extract import (ExtractConfig, ExtractError, Extraction, TimeBoundExtractor, extract_page,
+from pipeline.extraction import (ExtractConfig, ExtractError, Extraction, TimeBoundExtractor, extract_page,
                               html_language, page_date, page_title)
 
 

@@ -13,7 +13,8 @@ from collections import Counter
 from filters.verdict import Verdict
 from pipeline import doc as items
 from pipeline.dataset import WriteDataset, file_funnel, shard_name
-from pipeline.extract import ExtractConfig, ExtractText
+from pipeline.extract import ExtractText
+from pipeline.extraction import ExtractConfig
 from pipeline.read import ReadWarc
 from pipeline.stage import ApplyFilter, Ledger
 from pipeline.warc import ReadConfig
