@@ -5,16 +5,25 @@ from __future__ import annotations
 import enum
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
+from pipeline import doc as items
 from pipeline.extraction import ExtractConfig, TimeBoundExtractor
-from pipeline.stage import DocDoFn, Ledger, Stage
+from pipeline.stage import Ledger, Stage
 
 
 class Reason(str, enum.Enum):
     NO_TEXT = "no_main_text"          # trafilatura found nothing it judged to be main text
 
 
-class ExtractTextDoFn(DocDoFn):
+class ExtractTextDoFn(beam.DoFn):
+    """Pages → their text, through the worker's extraction child, overlapped with the worker's own work: a page
+    is handed to the child, and its result taken only when the next item (or the bundle's end) arrives; the
+    next page is handed over before that result goes downstream. So the child extracts page N + 1 while this
+    process runs the later stages on page N and reads page N + 2. Items leave in the order they came."""
+
     def __init__(self, cfg: ExtractConfig, keep_rejected: bool):
         self.cfg, self.keep_rejected = cfg, keep_rejected
 
@@ -26,17 +35,39 @@ class ExtractTextDoFn(DocDoFn):
     def teardown(self):
         self.extractor.close()
 
-    def process_doc(self, doc):
-        body = doc.pop("html")
-        result = self.extractor(body, doc.pop("content_type"), doc["url"] or None, doc.pop("content_language"))
+    def start_bundle(self):
+        self.waiting = None              # (doc, HTML size) of the page the child has
+        self.extractor.reset()           # a page left by a bundle that failed
+
+    def process(self, item):
+        done = self.take()
+        if item["kind"] == items.DOC:
+            body = item.pop("html")
+            self.extractor.submit(body, item.pop("content_type"), item["url"] or None, item.pop("content_language"))
+            self.waiting, item = (item, len(body)), None
+        if done is not None:
+            yield done
+        if item is not None:
+            yield item
+
+    def finish_bundle(self):
+        done = self.take()
+        if done is not None:
+            yield WindowedValue(done, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def take(self) -> dict | None:
+        """The item for the page the child has (kept, dropped or error), or None if it has none."""
+        if self.waiting is None:
+            return None
+        (doc, size), self.waiting = self.waiting, None
+        result = self.extractor.result()
         if isinstance(result, tuple):
-            yield self.ledger.error(doc, *result)
-        elif result is None:
-            yield self.ledger.drop(doc, Reason.NO_TEXT, chars_in=len(body))
-        else:
-            doc.update(text=result.text, title=result.title, date=result.date, charset=result.charset,
-                       language_hint=result.language_hint)
-            yield self.ledger.keep(doc, chars_in=len(body))
+            return self.ledger.error(doc, *result)
+        if result is None:
+            return self.ledger.drop(doc, Reason.NO_TEXT, chars_in=size)
+        doc.update(text=result.text, title=result.title, date=result.date, charset=result.charset,
+                   language_hint=result.language_hint)
+        return self.ledger.keep(doc, chars_in=size)
 
 
 class ExtractText(Stage):

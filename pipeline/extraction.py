@@ -119,6 +119,7 @@ def serve(fd: int, cfg_json: str) -> None:
 
 class TimeBoundExtractor:
     """`extract_page` in a child process with a per-page time limit. Use as a context manager or call close().
+    Call it on a page, or `submit` a page and take its `result` later, doing other work while the child works.
 
     The child is `python -m pipeline.extraction` (a plain subprocess, not multiprocessing's spawn, which would
     import the parent's main module, in a Beam worker all of Beam, again), talking over a socket pair."""
@@ -127,6 +128,8 @@ class TimeBoundExtractor:
         self.cfg = cfg
         self._process: subprocess.Popen | None = None
         self._connection: Connection | None = None
+        self._submitted: float | None = None      # when the page the child works on was handed over
+        self._send_error: OSError | None = None
         self.restarts = 0
 
     def start(self) -> None:
@@ -155,11 +158,30 @@ class TimeBoundExtractor:
     def __call__(self, body: bytes, content_type: str, url: str | None,
                  content_language: str = "") -> Extraction | None | tuple[ExtractError, str]:
         """`extract_page`'s result, or (ExtractError, detail)."""
+        self.submit(body, content_type, url, content_language)
+        return self.result()
+
+    def submit(self, body: bytes, content_type: str, url: str | None, content_language: str = "") -> None:
+        """Hand one page to the child and return while it works; `result()` takes what it made of it. One page
+        at a time: the time limit runs from here."""
+        if self._submitted is not None:
+            raise RuntimeError("TimeBoundExtractor.submit: the last page's result was not taken")
         self.start()
-        started = time.monotonic()
+        self._submitted, self._send_error = time.monotonic(), None
         try:
             self._connection.send((body, content_type, url, content_language))
-            if not self._connection.poll(self.cfg.timeout_s):
+        except OSError as e:          # the child died since the last page: result() reports it
+            self._send_error = e
+
+    def result(self) -> Extraction | None | tuple[ExtractError, str]:
+        """What the child made of the page `submit` gave it: `extract_page`'s result, or (ExtractError, detail)."""
+        if self._submitted is None:
+            raise RuntimeError("TimeBoundExtractor.result: no page was submitted")
+        started, self._submitted = self._submitted, None
+        try:
+            if self._send_error is not None:
+                raise self._send_error
+            if not self._connection.poll(max(0.0, self.cfg.timeout_s - (time.monotonic() - started))):
                 self._kill()
                 return ExtractError.TIMEOUT, f"no result after {self.cfg.timeout_s:g} s"
             status, value = self._connection.recv()
@@ -171,6 +193,13 @@ class TimeBoundExtractor:
         if status == "failed":
             return ExtractError.FAILED, value
         return value
+
+    def reset(self) -> None:
+        """Forget a page handed over whose result nobody will take (a Beam bundle that failed): the child, which
+        may still be on it, is restarted."""
+        if self._submitted is not None:
+            self._submitted = None
+            self._kill()
 
     def close(self) -> None:
         if self._process is not None:

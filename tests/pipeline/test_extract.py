@@ -2,9 +2,12 @@
 import gzip
 import json
 import threading
+import time
 
 import pytest
 
+from pipeline import doc as items
+from pipeline.extract import ExtractTextDoFn
 from pipeline.extraction import (ExtractConfig, ExtractError, Extraction, TimeBoundExtractor, extract_page,
                               html_language, page_date, page_title)
 
@@ -90,3 +93,50 @@ def test_child_crash_is_reported_and_survived(labelled):
         reason, detail = extractor(html * 20, "text/html", row["url"])
         assert reason == ExtractError.CRASH and "died" in detail
         assert extractor(html, "text/html", row["url"]) is not None
+
+
+def test_submit_then_result_overlaps_and_keeps_the_time_limit(labelled):
+    html, row = max(labelled, key=lambda pair: len(pair[0]))
+    with TimeBoundExtractor(ExtractConfig()) as extractor:
+        extractor.submit(html, "text/html", row["url"])
+        with pytest.raises(RuntimeError, match="not taken"):
+            extractor.submit(html, "text/html", row["url"])
+        assert extractor.result() == extract_page(html, "text/html", row["url"], ExtractConfig())
+        with pytest.raises(RuntimeError, match="no page"):
+            extractor.result()
+        extractor.cfg = ExtractConfig(timeout_s=0.001)
+        extractor.submit(html * 20, "text/html", row["url"])
+        time.sleep(0.05)                                   # the limit runs from the hand-over, not from result()
+        assert extractor.result()[0] == ExtractError.TIMEOUT and extractor.restarts == 1
+        extractor.cfg = ExtractConfig()
+        extractor.submit(html, "text/html", row["url"])
+        extractor.reset()                                  # a page nobody will take: the child is restarted
+        assert extractor.restarts == 2
+        assert extractor(html, "text/html", row["url"]) is not None
+
+
+def test_the_stage_hands_pages_over_and_keeps_the_order_of_items(labelled):
+    """ExtractTextDoFn as a worker runs it: each page's result is taken when the next item comes (or at the end
+    of the bundle), and items leave in the order they came, each with extract_page's result."""
+    docs = [{"kind": items.DOC, "html": html, "content_type": "text/html", "content_language": "",
+             "url": row["url"], "warc_file": "f", "warc_offset": i, "trace": []} for i, (html, row) in
+            enumerate(labelled[:12])]
+    docs[3]["html"] = b""                                  # no main text: dropped
+    stream = docs[:5] + [{"kind": items.TALLY, "warc_file": "f", "chunk": 0}] + docs[5:]
+    expected = [extract_page(d["html"], "text/html", d["url"], ExtractConfig()) if d["kind"] == items.DOC else d
+                for d in stream]
+    fn = ExtractTextDoFn(ExtractConfig(), keep_rejected=False)
+    fn.setup()
+    try:
+        fn.start_bundle()
+        out = [item for element in [dict(d) for d in stream] for item in fn.process(element)]
+        assert len(out) == len(stream) - 1                 # the last page is still with the child
+        out += [value.value for value in fn.finish_bundle()]
+    finally:
+        fn.teardown()
+    assert [(o["kind"], o.get("warc_offset")) for o in out] == \
+           [(items.DROPPED if e is None else items.DOC if isinstance(e, Extraction) else e["kind"],
+             stream[i].get("warc_offset")) for i, e in enumerate(expected)]
+    for o, e in zip(out, expected):
+        if isinstance(e, Extraction):
+            assert (o["text"], o["title"], o["date"]) == (e.text, e.title, e.date)
