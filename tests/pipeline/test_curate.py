@@ -218,7 +218,8 @@ def test_every_drop_is_counted_by_counter_stats_and_rejected(quality_model, data
                              f"quality.model_path={quality_model[0]}", "quality.top_fraction=0.8",
                              f"mix.weights={MIX_WEIGHTS}", "decontam.action=cut"])
     output = tmp_path / "out"
-    result = curate(expand_inputs([str(data / "warc/sample-crawl/*.warc.gz")]), str(output), cfg, progress=False)
+    half = expand_inputs([str(data / "warc/sample-crawl/*.warc.gz")])[:2]    # 1,380 pages: every stage drops some
+    result = curate(half, str(output), cfg, progress=False)
     stats, counters = json.loads((output / "stats.json").read_text()), result.counters
     rejected = pads.dataset(str(output / "rejected"), format="parquet").to_table(columns=["stage", "reason"])
     rows: dict = {}

@@ -119,6 +119,7 @@ def test_domain_classifier_trains_on_url_labelled_documents(docs, tmp_path):
     pq.write_table(pa.Table.from_pylist([{"url": d["url"], "text": d["text"]} for d in docs]), tmp_path / "d.parquet")
     model = str(tmp_path / "domain.bin")
     assert main(["domains", "train", "--input", str(tmp_path / "d.parquet"), "--output", model]) == 0
-    labels = {classify_domain(load_classifier(model), d["text"], 0.0) for d in docs[:50]}
+    classifier = load_classifier(model)
+    labels = {classify_domain(classifier, d["text"], 0.0) for d in docs[:50]}
     assert labels <= set(URLS) and labels
     assert main(["domains", "train", "--input", str(tmp_path / "none"), "--output", model]) == 2
