@@ -279,6 +279,9 @@ def mix_report(output_dir: str, plot: bool = True) -> dict:
 
 # ---------------------------------------------------------------------------------------------- classifier
 
+DOMAIN_BUCKETS = 200_000        # hashed bigram rows; fastText's default 2 M made a 408 MB model (docs/mix.md)
+
+
 def train_domain_classifier(inputs: list[str], output: str, epoch: int = 10, log=print) -> dict:
     """fastText on the documents of curated datasets (Parquet with url and text) that the URL rules label."""
 
@@ -304,8 +307,8 @@ def train_domain_classifier(inputs: list[str], output: str, epoch: int = 10, log
         fh.writelines(f"{_LABEL}{d} {t}\n" for d, t in used)
         train_file = fh.name
     try:
-        model = fasttext.train_supervised(train_file, wordNgrams=2, epoch=epoch, lr=0.2, dim=50, minCount=1,
-                                          thread=1, seed=0, verbose=0)
+        model = fasttext.train_supervised(train_file, wordNgrams=2, epoch=epoch, lr=0.2, dim=50, bucket=DOMAIN_BUCKETS,
+                                          minCount=1, thread=1, seed=0, verbose=0)
     finally:
         os.unlink(train_file)
     Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,8 @@ class ClassifierConfig:
     epoch: int = 20
     lr: float = 0.1
     dim: int = 100
+    bucket: int = 200_000            # hashed rows for the bigrams: fastText's default, 2 M, made an 870 MB model with
+                                     # the same AUC (docs/quality.md); 200 k makes it 150 MB
     holdout: float = 0.1             # share of each class held out for the printed precision / recall / AUC
     seed: int = 0
     max_docs_per_class: int = 50_000
@@ -211,7 +213,8 @@ def train_classifier(positives: list[str], negatives: list[str], output: str,
         train_file = fh.name
     try:
         model = fasttext.train_supervised(train_file, wordNgrams=cfg.word_ngrams, epoch=cfg.epoch, lr=cfg.lr,
-                                          dim=cfg.dim, minCount=1, thread=1, seed=cfg.seed, verbose=0)
+                                          dim=cfg.dim, bucket=cfg.bucket, minCount=1, thread=1, seed=cfg.seed,
+                                          verbose=0)
     finally:
         os.unlink(train_file)
     model.save_model(output)
