@@ -19,6 +19,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("REFINERY_CACHE", Path.home() / ".cache" / "webrefinery"))
 
 
+def umask() -> int:
+    """The process's umask (read from /proc where it is there; else set and restored at once)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, data: bytes | str, fsync: bool = True) -> Path:
     """`data` at `path`, all of it or none (see the module docstring). Creates the parent folder."""
     path = Path(path)
@@ -27,6 +41,7 @@ def write_atomic(path: str | Path, data: bytes | str, fsync: bool = True) -> Pat
         data = data.encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())       # mkstemp makes it 0600; a file written whole gets what open() gives
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             if fsync:

@@ -178,3 +178,18 @@ def test_a_model_refuses_another_tokenizer(whole, sample_run, tmp_path, capsys):
     said = capsys.readouterr().err
     assert "was trained with the tokenizer" in said and "--other-tokenizer" in said
     assert main([*args, "--other-tokenizer"]) == 0
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_file_written_whole_has_the_mode_the_umask_gives(tmp_path, mask, mode):
+    """write_atomic goes through mkstemp (0600): the file it leaves is as readable as open() would make it, so a
+    dataset's manifest.json is not the one file others cannot read."""
+    from training.files import umask, write_atomic
+    before = os.umask(mask)
+    try:
+        assert umask() == mask
+        path = write_atomic(tmp_path / "manifest.json", "{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(before)
+    assert path.stat().st_mode & 0o777 == mode == (tmp_path / "plain.json").stat().st_mode & 0o777
