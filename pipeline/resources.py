@@ -268,7 +268,7 @@ def benchmark_index_key(cfg: DecontamConfig, files: list[Path]) -> str:
 class Benchmarks:
     """The decontamination index over `decontam.benchmarks` (n-gram hashes of every item).
 
-    Building it takes about 2 s, in every worker of every run; so the first build is kept in the cache
+    Building it takes about 2.4 s, which every worker of every run paid; now the first build is kept in the cache
     (`$REFINERY_CACHE/decontam/<key>.npz`, key: `benchmark_index_key`) and later loads read it in milliseconds.
     `check()`, on the machine that builds the pipeline, makes it there, so local workers find it ready (and a
     benchmark file that does not parse fails before the job starts). A cache file that cannot be read is built
