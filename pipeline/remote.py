@@ -128,7 +128,8 @@ def transient(error: BaseException) -> bool:
                                                            for name in _TRANSIENT_NAMES)
 
 
-def _filesystems_open(path: str, offset: int):
+def open_at(path: str, offset: int = 0):
+    """A path through Beam's FileSystems (local, gs://, s3://), raw bytes, positioned at `offset`; no retries."""
     fh = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if offset:
         fh.seek(offset)
@@ -140,7 +141,7 @@ class StoreReader(io.RawIOBase):
     stream: opening and each read are retried on transient errors (`transient`), reopening at the byte where
     the read stopped, so nothing is read twice or skipped; other errors raise at once."""
 
-    def __init__(self, path: str, offset: int = 0, policy: RetryPolicy = RetryPolicy(), opener=_filesystems_open):
+    def __init__(self, path: str, offset: int = 0, policy: RetryPolicy = RetryPolicy(), opener=open_at):
         self.path, self.position, self.policy, self._opener = path, offset, policy, opener
         self._fh = None
         self._retrying(self._handle, "opening")

@@ -21,13 +21,11 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParser, StatusAndHeadersParserException
 
-from pipeline.remote import HTTPReader, RetryPolicy, StoreReader
+from pipeline.remote import HTTPReader, RetryPolicy, StoreReader, open_at
 
 # warcio logs one warning per record whose target URI holds spaces; it repairs them, and we keep the URL as repaired.
 logging.getLogger("warcio.recordloader").setLevel(logging.ERROR)
@@ -139,10 +137,7 @@ def open_raw(path: str, offset: int = 0, policy: RetryPolicy = RetryPolicy()) ->
         return _PositionedReader(HTTPReader(path, offset, policy), offset)
     if "://" in path and not path.startswith("file://"):               # gs://, s3://: retried and resumed
         return _PositionedReader(StoreReader(path, offset, policy), offset)
-    fh = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    if offset:
-        fh.seek(offset)
-    return _PositionedReader(fh, offset)
+    return _PositionedReader(open_at(path, offset), offset)
 
 
 class _PositionedReader(io.RawIOBase):
