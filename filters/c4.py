@@ -51,15 +51,14 @@ def clean_c4(text: str, cfg: C4Config = C4Config(), *, language: str | None = No
     """
     kept, sentences = [], 0
     for line in text.split("\n"):
-        line = line.strip()
-        words = split_words(line, language)
-        if any(len(w) > cfg.max_word_chars for w in words):
+        line = stripped = line.strip()      # words: of the line before citations are cut
+        if len(line) > cfg.max_word_chars and max(map(len, split_words(line, language))) > cfg.max_word_chars:
             continue
-        if cfg.remove_citations:
+        if cfg.remove_citations and "[" in line:
             line = _CITATION.sub("", line)
         if cfg.require_terminal_punctuation and (not line.endswith(_TERMINAL) or line.endswith("...")):
             continue
-        if len(words) < cfg.min_words_per_line:
+        if len(split_words(stripped, language)) < cfg.min_words_per_line:
             continue
         lower = line.lower()
         if cfg.drop_lorem_ipsum and "lorem ipsum" in lower:

@@ -129,16 +129,40 @@ class BenchmarkIndex:
     def matches(self, text: str) -> list[tuple[int, int, str]]:
         """(first word, word count, benchmark) of every n-gram of `text` found in the index."""
         hashes = minhash.word_hashes(text)
-        found = []
-        for n, (keys, owner) in self.tables.items():
-            grams = minhash.ngram_hashes(hashes, n)
+        found = {}
+        for n, grams in minhash.ngram_hashes_by_length(hashes, self.tables):
             if not len(grams):
                 continue
-            at = np.searchsorted(keys, grams)
+            keys, owner = self.tables[n]
+            maybe = np.flatnonzero(_in_filter(self._filter(n), grams))     # a few % of the n-grams, or none
+            if not len(maybe):
+                continue
+            at = np.searchsorted(keys, grams[maybe])
             at[at == len(keys)] = 0
-            hit = np.flatnonzero(keys[at] == grams)
-            found += [(int(i), n, self.names[owner[at[i]]]) for i in hit]
-        return found
+            hit = keys[at] == grams[maybe]
+            found[n] = [(int(i), n, self.names[o]) for i, o in zip(maybe[hit].tolist(), owner[at[hit]].tolist())]
+        return [match for n in self.tables if n in found for match in found[n]]
+
+    def _filter(self, n: int) -> np.ndarray:
+        """A bit per slot of 16× as many slots as table n has keys, set where a key's low bits point: an n-gram
+        whose slot is clear is not in the table, so only the few that land on a set bit are looked up."""
+        filters = self.__dict__.setdefault("_filters", {})
+        if n not in filters:
+            filters[n] = _bit_filter(self.tables[n][0])
+        return filters[n]
+
+
+def _bit_filter(keys: np.ndarray) -> np.ndarray:
+    bits = max(6, int(16 * len(keys)).bit_length())           # slots: a power of two ≥ 16 per key
+    slots = keys & np.uint64((1 << bits) - 1)
+    table = np.zeros(1 << (bits - 3), dtype=np.uint8)
+    np.bitwise_or.at(table, slots >> np.uint64(3), (np.uint8(1) << (slots & np.uint64(7)).astype(np.uint8)))
+    return table
+
+
+def _in_filter(table: np.ndarray, grams: np.ndarray) -> np.ndarray:
+    slots = grams & np.uint64(len(table) * 8 - 1)
+    return (table[slots >> np.uint64(3)] >> (slots & np.uint64(7)).astype(np.uint8)) & np.uint8(1) != 0
 
 
 def cut_spans(text: str, matches: list[tuple[int, int, str]]) -> str:

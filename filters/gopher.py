@@ -14,13 +14,12 @@ from filters.text import (
     LETTER,
     UNSPACED_LANGUAGES,
     base_language,
-    count_letterless_tokens,
     distinct_stop_words,
     lines,
     paragraphs,
     spaced,
     split_words,
-    symbol_tokens,
+    token_counts,
 )
 
 # The paper's English stop words ("at least two of the, be, to, of, and, that, have, with").
@@ -79,11 +78,15 @@ def _top_ngram_chars(ids: np.ndarray, lengths: np.ndarray, n: int) -> int:
     if len(ids) < n:
         return 0
     hashes = _ngram_hashes(ids, n)
-    _, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    ordered = np.sort(hashes)
+    bounds = np.concatenate(([0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, [len(ordered)]))
+    counts = np.diff(bounds)
     top = counts.max()
     if top < 2:
         return 0
-    start = first[counts == top].min()
+    tops = ordered[bounds[:-1][counts == top]]
+    first = hashes == tops[0] if len(tops) == 1 else np.isin(hashes, tops)     # where a top n-gram occurs
+    start = int(first.argmax())
     return int(lengths[start:start + n].sum()) * int(top)
 
 
@@ -92,10 +95,12 @@ def _duplicate_ngram_chars(ids: np.ndarray, lengths: np.ndarray, n: int) -> int:
     if len(ids) < n:
         return 0
     hashes = _ngram_hashes(ids, n)
-    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    repeated = first[inverse] != np.arange(len(hashes))
-    if not repeated.any():
+    order = np.argsort(hashes, kind="stable")          # equal n-grams in the order they occur
+    again = order[1:][hashes[order[1:]] == hashes[order[:-1]]]
+    if not len(again):
         return 0
+    repeated = np.zeros(len(hashes), dtype=bool)
+    repeated[again] = True
     covered = np.convolve(repeated.astype(np.int32), np.ones(n, dtype=np.int32))[:len(ids)] > 0
     return int(lengths[covered].sum())
 
@@ -182,11 +187,11 @@ def check_gopher_quality(text: str, cfg: GopherQualityConfig = GopherQualityConf
     "word" is a character).
     """
     words = split_words(text, language)
-    if spaced(text):    # whole-text regex passes instead of a test per word
-        symbols_only = symbol_tokens(text)
-        n = len(words) - len(symbols_only)
-        content_chars = sum(map(len, words)) - sum(map(len, symbols_only))
-        letterless = count_letterless_tokens(text)
+    if spaced(text):    # one vectorised pass over the characters instead of a test per word
+        counts = token_counts(text)
+        n = len(words) - counts.symbols
+        content_chars = counts.chars - counts.symbol_chars
+        letterless = counts.letterless
     else:
         content = [w for w, alnum in zip(words, map(_ALNUM_SEARCH, words)) if alnum]
         n, content_chars = len(content), sum(map(len, content))
@@ -212,6 +217,6 @@ def check_gopher_quality(text: str, cfg: GopherQualityConfig = GopherQualityConf
     if 1 - letterless / len(words) < cfg.min_alpha_word_fraction:
         return QualityReason.FEW_ALPHA_WORDS
     stop_words = GOPHER_STOP_WORDS if resources is None else resources.get(base_language(language), frozenset())
-    if distinct_stop_words(text, stop_words, language) < cfg.min_stop_words:
+    if distinct_stop_words(text, stop_words, language, enough=cfg.min_stop_words) < cfg.min_stop_words:
         return QualityReason.FEW_STOP_WORDS
     return None

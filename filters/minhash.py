@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
 
@@ -56,8 +57,17 @@ def _classify(codepoints: np.ndarray) -> np.ndarray:
     return classes
 
 
+@lru_cache(maxsize=2)      # dedup keys split the same text twice (normalize, then its shingles)
 def _words(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(code points of the lower-cased text, index of each word character, True where a word starts)."""
+    """(code points of the lower-cased text, index of each word character, True where a word starts); the
+    arrays are read-only, as the cache shares them."""
+    codepoints, chars, start = _split_words(text)
+    for array in (codepoints, chars, start):
+        array.flags.writeable = False
+    return codepoints, chars, start
+
+
+def _split_words(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     codepoints = np.frombuffer(text.lower().encode("utf-32-le", "surrogatepass"), dtype="<u4")
     classes = _classify(codepoints)
     chars = np.flatnonzero(classes)
@@ -77,11 +87,14 @@ def _words(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def normalize(text: str) -> str:
     """The text as the shingles see it: lower case, words (letters, digits, marks) separated by one space, each
     CJK character and each 4-letter piece of a Thai-family run a word of its own."""
-    lowered = text.lower()
-    _, chars, start = _words(text)
-    starts = np.flatnonzero(start)
-    ends = np.append(starts[1:], len(chars))
-    return " ".join(lowered[chars[s]:chars[e - 1] + 1] for s, e in zip(starts.tolist(), ends.tolist()))
+    codepoints, chars, start = _words(text)
+    if not len(chars):
+        return ""
+    shift = np.cumsum(start) - 1                     # spaces put in before each character
+    out = np.empty(len(chars) + shift[-1], dtype="<u4")
+    out[np.arange(len(chars)) + shift] = codepoints[chars]
+    out[np.flatnonzero(start)[1:] + shift[start][1:] - 1] = ord(" ")
+    return out.tobytes().decode("utf-32-le", "surrogatepass")
 
 
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
@@ -145,20 +158,34 @@ def shingle_hashes(text: str, ngram: int = 5, language: str | None = None) -> np
 
 def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
     """Hash of each run of `n` consecutive word hashes, in order (position i covers words i .. i+n-1)."""
-    count = len(hashes) - n + 1
-    if count <= 0 or n < 1:
+    if n < 1:
         return np.empty(0, dtype=np.uint64)
-    combined = hashes[:count].copy()
-    for i in range(1, n):                            # h = ((w0·P + w1)·P + w2)... mod 2^64
-        combined *= _PRIME
-        combined += hashes[i:i + count]
-    return _splitmix64(combined)
+    return next(ngram_hashes_by_length(hashes, [n]))[1]
+
+
+def ngram_hashes_by_length(hashes: np.ndarray, lengths) -> Iterator[tuple[int, np.ndarray]]:
+    """(n, ngram_hashes(hashes, n)) for each n ≥ 1 of `lengths`, shortest first, each polynomial extending
+    the one before by a word instead of starting again."""
+    combined, have = hashes.copy(), 1                # h = ((w0·P + w1)·P + w2)... mod 2^64
+    for n in sorted(lengths):
+        count = len(hashes) - n + 1
+        if count <= 0:
+            yield n, np.empty(0, dtype=np.uint64)
+            continue
+        for i in range(have, n):
+            combined = combined[:len(hashes) - i]
+            combined *= _PRIME
+            combined += hashes[i:]
+        have = n
+        yield n, _splitmix64(combined)
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) character offsets of each word of `text`, as `word_hashes` counts them; offsets are into
     `text` itself only when lower-casing keeps its length (it nearly always does), else into `text.lower()`."""
     _, chars, start = _words(text)
+    if not len(chars):
+        return []
     starts = np.flatnonzero(start)
     ends = np.append(starts[1:], len(chars))
     return list(zip(chars[starts].tolist(), (chars[ends - 1] + 1).tolist()))

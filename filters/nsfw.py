@@ -58,7 +58,7 @@ class BadWords:
         if self.unspaced:
             return sum(lowered_text.count(e) for e in self.entries)
         tokens = _TOKEN.findall(lowered_text)
-        found = sum(1 for t in tokens if t in self._single)
+        found = sum(map(self._single.__contains__, tokens))
         for first in self._phrases.keys() & set(tokens):
             for pattern in self._phrases[first]:
                 found += sum(1 for m in pattern.finditer(lowered_text)

@@ -65,21 +65,27 @@ class KeySpec:
         if self.url:
             columns["url"] = _bytes16([url_key(d) for d in docs])
             columns["date"] = np.array([d["crawl_date"] for d in docs], dtype=str)
-        if self.text:
-            columns["text"] = _bytes16([text_key(d["text"]) for d in docs])
-        if self.minhash is not None:
-            cfg = self.minhash
+        cfg = self.minhash
+        if cfg is not None:
             bands, rows = cfg.bands_rows()
             band_keys = np.zeros((len(docs), bands), dtype=np.uint64)
             sketches = np.zeros((len(docs), bands * rows), dtype=np.uint16)
             signed = np.zeros(len(docs), dtype=bool)
-            for i, doc in enumerate(docs):
-                shingles = minhash.shingle_hashes(doc["text"], cfg.ngram, doc.get("language"))
-                if len(shingles):     # an empty text has no shingles, so no near-duplicates
-                    sig = minhash.signature(shingles, bands * rows, cfg.seed)
-                    band_keys[i] = minhash.band_keys(sig, bands, rows)
-                    sketches[i] = np.frombuffer(minhash.sketch(sig), dtype="<u2")
-                    signed[i] = True
+        text_keys = []
+        for i, doc in enumerate(docs):        # one document at a time: both keys split its words once
+            if self.text:
+                text_keys.append(text_key(doc["text"]))
+            if cfg is None:
+                continue
+            shingles = minhash.shingle_hashes(doc["text"], cfg.ngram, doc.get("language"))
+            if len(shingles):     # an empty text has no shingles, so no near-duplicates
+                sig = minhash.signature(shingles, bands * rows, cfg.seed)
+                band_keys[i] = minhash.band_keys(sig, bands, rows)
+                sketches[i] = np.frombuffer(minhash.sketch(sig), dtype="<u2")
+                signed[i] = True
+        if self.text:
+            columns["text"] = _bytes16(text_keys)
+        if cfg is not None:
             columns.update(bands=band_keys, sketch=sketches, signed=signed)
         return columns
 

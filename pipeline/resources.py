@@ -194,6 +194,11 @@ class LanguageModel(FastTextModel):
         self.path = language_model_path(self.cfg)
         super().check()
 
+    def __call__(self):
+        if self.path is None:        # not checked yet: fastText would read None as a path and crash the process
+            self.check()
+        return super().__call__()
+
 
 # ---------------------------------------------------------------------------------------------- benchmarks
 

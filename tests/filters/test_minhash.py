@@ -51,6 +51,14 @@ def test_words_by_script():
         "naïve café bar 3 14 emoji 中 文 字 ภาษา ไทยค รับ हिन्दी"
 
 
+def test_normalize_is_the_words_joined_by_spaces(articles, chinese):
+    """normalize builds its string from code points in one go; it must equal the words themselves, cut from
+    the lower-cased text where word_spans puts them, joined by one space."""
+    for text in articles[:100] + chinese[:5] + ["naïve café_bar 😀x 𝒜b İstanbul ΣΑΣ \ud800 ภาษาไทยครับ", "", " — "]:
+        lowered = text.lower()
+        assert minhash.normalize(text) == " ".join(lowered[a:b] for a, b in minhash.word_spans(text))
+
+
 def test_words_match_a_regex_split_on_real_text(articles, chinese):
     import re
 

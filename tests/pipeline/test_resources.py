@@ -87,8 +87,15 @@ def test_missing_resources_fail_before_the_job_runs(tmp_path):
     cfg = LanguageConfig(model_path="/nonexistent/lid.bin")
     with pytest.raises(FileNotFoundError, match="language ID model not found: /nonexistent/lid.bin"):
         LanguageModel(cfg).check()
+    with pytest.raises(FileNotFoundError, match="language ID model not found"):
+        LanguageModel(cfg)()          # loaded without a check first: the same message, not a crash
     p = beam.Pipeline()
     with pytest.raises(FileNotFoundError, match="url.banned_words list not found"):
         _ = p | beam.Create([live_doc("")]) | ApplyFilter(
             "url", url.check_url, UrlConfig(), field="url",
             load=UrlLists(UrlConfig(banned_words=str(tmp_path / "none.txt"))))
+
+
+def test_the_language_model_loads_without_a_check_first():
+    model = LanguageModel(LanguageConfig())()
+    assert language.predict_language(model, "The cat sat on the mat and looked out of the window.")[0] == "en"
