@@ -68,6 +68,33 @@ class _HuggingFace:
 
 
 _HEAD_ROWS = 512         # positions per run of the output head: its weight read once, the logits ~100 MB
+_CACHE_TOKENS = 4096     # context tokens whose keys and values are held at once (SmolLM2-135M: 46 KB each)
+_KEY_TOKENS = 8192       # rows × (context + continuation) of one batch of continuations
+_BATCH_COST = 16         # what one more batch costs, in tokens' worth of compute (measured: ~10-20 ms on 2 cores)
+
+
+def cheapest_batches(lengths: list[int], most: int, keys: list[int] | None = None) -> list[tuple[int, int]]:
+    """[start, end) batches of `lengths` (sorted longest first) of at most `most` rows, cut where they cost the
+    least: a batch costs its rows × its longest length (padding included) plus `_BATCH_COST`, so where lengths
+    fall fast batches are short and where they are even batches are full. `keys`: each row's context length;
+    a batch's rows × (longest context + longest length) stays under `_KEY_TOKENS` (or is one row)."""
+    n = len(lengths)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for end in range(1, n + 1):
+        widest = 0
+        for start in range(end - 1, max(0, end - most) - 1, -1):
+            if keys is not None:
+                widest = max(widest, keys[start])
+                if start < end - 1 and (end - start) * (widest + lengths[start]) > _KEY_TOKENS:
+                    break
+            cost = best[start] + _BATCH_COST + (end - start) * lengths[start]
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    batches, end = [], n
+    while end:
+        batches.append((cut[end], end))
+        end = cut[end]
+    return batches[::-1]
 
 
 @dataclass
@@ -129,16 +156,14 @@ class LM:
         return results
 
     def _worth_caching(self, splits: list[tuple[list[int], list[int]]]) -> list[tuple[tuple, list]]:
-        """(context, [(request index, continuation)...]) for contexts shared by several continuations and at
-        least as long as they are on average (ARC, HellaSwag, few-shot prompts), that fit the window: there one
-        context pass saves more than the second pass and its padding cost (PIQA's two long solutions to a short
-        goal do not gain)."""
+        """(context, [(request index, continuation)...]) for contexts shared by several continuations (every
+        multiple-choice item, few-shot prompts) that fit the window: each such context then runs once instead of
+        once per choice."""
         groups: dict[tuple, list[tuple[int, list[int]]]] = {}
         for i, (ctx, cont) in enumerate(splits):
             if len(ctx) + len(cont) <= self.max_length + 1:
                 groups.setdefault(tuple(ctx), []).append((i, cont))
-        return [(ctx, members) for ctx, members in groups.items()
-                if len(members) > 1 and len(ctx) >= sum(len(cont) for _, cont in members) / len(members)]
+        return [(ctx, members) for ctx, members in groups.items() if len(members) > 1]
 
     def _score(self, scored: list[tuple[int, torch.Tensor, list[int]]], results: list) -> None:
         """(request index, hidden (n, D) at the positions that predict `targets`, targets) → results[index] =
@@ -169,8 +194,8 @@ class LM:
             # a continuation longer than the window is scored on its last max_length tokens
             by_input.setdefault(tuple(seq[:-1]), []).append((i, seq, min(len(cont), len(seq) - 1)))
         order = sorted(by_input.items(), key=lambda e: -len(e[0]))      # longest first: padding stays small
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
+        for start, end in cheapest_batches([len(inp) for inp, _ in order], self.batch_size):
+            chunk = order[start:end]
             width = max(len(inp) for inp, _ in chunk)
             inputs = torch.zeros(len(chunk), width, dtype=torch.long)
             for row, (inp, _) in enumerate(chunk):
@@ -182,52 +207,82 @@ class LM:
                 progress(sum(len(members) for _, members in chunk))
 
     def _score_from_cache(self, groups: list[tuple[tuple, list]], results: list, progress) -> None:
-        """Requests grouped by context: a batch of `batch_size` contexts runs once (right-padded, keys and values
-        kept), then every continuation of every context in the batch runs after its context's cache, at its own
-        positions, padding masked. The last context position predicts each continuation's first token."""
-        # longest continuations first, then longest contexts: what is padded in a batch stays small
-        order = sorted(groups, key=lambda g: (-max(len(c) for _, c in g[1]), -len(g[0])))
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            self._run_cached_batch(batch, results)
-            if progress is not None:
-                progress(sum(len(members) for _, members in batch))
+        """Requests grouped by context, longest contexts first, in slices of about `_CACHE_TOKENS` context
+        tokens (their keys and values are held until the slice is done)."""
+        order = sorted(groups, key=lambda g: -len(g[0]))
+        start = 0
+        while start < len(order):
+            end, tokens = start, 0
+            while end < len(order) and (end == start or tokens + len(order[end][0]) <= _CACHE_TOKENS):
+                tokens += len(order[end][0])
+                end += 1
+            self._run_cached_slice(order[start:end], results, progress)
+            start = end
 
-    def _run_cached_batch(self, batch: list, results: list) -> None:
+    def _run_cached_slice(self, groups: list[tuple[tuple, list]], results: list, progress) -> None:
+        """The contexts (longest first) run once each, in batches of at most `batch_size` cut by
+        `cheapest_batches`, and their keys and values are kept, packed token by token. The last context position
+        predicts each continuation's first token; the rest of every continuation then runs after its own
+        context's keys and values, longest first in batches of up to 4 × `batch_size` rows cut the same way
+        (rows padded to the batch's longest context and continuation, padding masked)."""
+        device, n_layers = self.device, len(self.model.layers)
+        lengths = torch.tensor([len(ctx) for ctx, _ in groups])
+        keys, values, last = [[] for _ in range(n_layers)], [[] for _ in range(n_layers)], []
+        for start, end in cheapest_batches(lengths.tolist(), self.batch_size):
+            batch = groups[start:end]
+            width = len(batch[0][0])
+            contexts = torch.zeros(len(batch), width, dtype=torch.long)
+            ctx_mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, (ctx, _) in enumerate(batch):
+                contexts[row, :len(ctx)] = torch.tensor(ctx)
+                ctx_mask[row, :len(ctx)] = 1
+            cache = KVCache(n_layers)
+            hidden, _ = self.model.hidden_states(contexts.to(device), cache, ctx_mask.to(device))   # (G, Tc, D)
+            real = ctx_mask.bool().to(device)
+            for layer in range(n_layers):                       # (G, K, Tc, S) -> the real tokens' (n, K, S)
+                keys[layer].append(cache.keys[layer].transpose(1, 2)[real])
+                values[layer].append(cache.values[layer].transpose(1, 2)[real])
+            last.append(hidden[torch.arange(len(batch)), lengths[start:end] - 1])
+        keys = [torch.cat(k) for k in keys]
+        values = [torch.cat(v) for v in values]
+        last = torch.cat(last)                                                                    # (groups, D)
+        offsets = torch.cumsum(lengths, 0) - lengths                     # where each context's tokens start
+        members = [(g, i, cont) for g, (_, group) in enumerate(groups) for i, cont in group]
+        single = [(i, last[g][None], cont) for g, i, cont in members if len(cont) == 1]
+        self._score(single, results)
+        if progress is not None and single:
+            progress(len(single))
+        rows = sorted((m for m in members if len(m[2]) > 1), key=lambda m: -len(m[2]))
+        for start, end in cheapest_batches([len(cont) - 1 for _, _, cont in rows], 4 * self.batch_size,
+                                           keys=[int(lengths[g]) for g, _, _ in rows]):
+            batch = rows[start:end]
+            width = max(int(lengths[g]) for g, _, _ in batch)
+            self._run_continuations(batch, width, len(batch[0][2]) - 1, lengths, offsets, keys, values, last,
+                                    results)
+            if progress is not None:
+                progress(len(batch))
+
+    def _run_continuations(self, rows, width, more, lengths, offsets, keys, values, last, results) -> None:
+        """Each row's continuation past its first token, after its context's keys and values (gathered from the
+        packed ones into `width` slots), at its own positions."""
         device = self.device
-        lengths = [len(ctx) for ctx, _ in batch]
-        width = max(lengths)
-        contexts = torch.zeros(len(batch), width, dtype=torch.long)
-        ctx_mask = torch.zeros(len(batch), width, dtype=torch.long)
-        for row, (ctx, _) in enumerate(batch):
-            contexts[row, :len(ctx)] = torch.tensor(ctx)
-            ctx_mask[row, :len(ctx)] = 1
+        inputs = torch.zeros(len(rows), more, dtype=torch.long)
+        mask = torch.zeros(len(rows), width + more, dtype=torch.long)
+        for r, (g, _, cont) in enumerate(rows):
+            inputs[r, :len(cont) - 1] = torch.tensor(cont[:-1])
+            mask[r, :lengths[g]] = 1
+            mask[r, width:width + len(cont) - 1] = 1
+        groups = torch.tensor([g for g, _, _ in rows])
+        positions = (lengths[groups][:, None] + torch.arange(more)).clamp(max=self.max_length - 1)  # padding too
+        # token g's slot j: its context's token j (padding slots repeat its last token; they are masked)
+        slots = offsets[groups][:, None] + torch.minimum(torch.arange(width), lengths[groups][:, None] - 1)
+        slots = slots.to(device)
         cache = KVCache(len(self.model.layers))
-        hidden, _ = self.model.hidden_states(contexts.to(device), cache, ctx_mask.to(device))      # (G, Tc, D)
-        rows = [(g, i, cont) for g, (_, members) in enumerate(batch) for i, cont in members]
-        more = max(len(cont) - 1 for _, _, cont in rows)
-        after = None
-        if more:                        # continuations of more than one token: the rest runs after the cache
-            inputs = torch.zeros(len(rows), more, dtype=torch.long)
-            mask = torch.zeros(len(rows), width + more, dtype=torch.long)
-            positions = torch.zeros(len(rows), more, dtype=torch.long)
-            for r, (g, _, cont) in enumerate(rows):
-                inputs[r, :len(cont) - 1] = torch.tensor(cont[:-1])
-                mask[r, :lengths[g]] = 1
-                mask[r, width:width + len(cont) - 1] = 1
-                positions[r] = lengths[g] + torch.arange(more)
-            positions = positions.clamp(max=self.max_length - 1)           # padding's positions stay in the table
-            index = torch.tensor([g for g, _, _ in rows], device=device)
-            expanded = KVCache(len(self.model.layers))
-            expanded.keys = [k.index_select(0, index) for k in cache.keys]
-            expanded.values = [v.index_select(0, index) for v in cache.values]
-            after, _ = self.model.hidden_states(inputs.to(device), expanded, mask.to(device),
-                                                positions.to(device))                                # (R, Tn, D)
-        scored = []
-        for r, (g, i, cont) in enumerate(rows):
-            first = hidden[g, lengths[g] - 1][None]                                                   # (1, D)
-            scored.append((i, first if len(cont) == 1 else torch.cat([first, after[r, :len(cont) - 1]]), cont))
-        self._score(scored, results)
+        cache.keys = [k[slots].transpose(1, 2) for k in keys]                                   # (R, K, W, S)
+        cache.values = [v[slots].transpose(1, 2) for v in values]
+        after, _ = self.model.hidden_states(inputs.to(device), cache, mask.to(device), positions.to(device))
+        self._score([(i, torch.cat([last[g][None], after[r, :len(cont) - 1]]), cont)
+                     for r, (g, i, cont) in enumerate(rows)], results)
 
     @torch.no_grad()
     def rolling_nll(self, text: str, window: int | None = None, stride: int | None = None,

@@ -12,7 +12,7 @@ from pipeline.app.cli import main
 from training.eval.evaluate import WIKITEXT, score_task, wikitext_detokenize, wikitext_documents, wikitext_harness
 from training.eval.tasks import TASKS, Item, Task, load_task
 from training.hf import load_model
-from training.lm import LM, _SentencePiece
+from training.lm import _BATCH_COST, _KEY_TOKENS, LM, _SentencePiece, cheapest_batches
 from training.model import ModelConfig, Transformer
 from training.tokenizer import Tokenizer
 
@@ -179,6 +179,34 @@ def test_the_prefix_cache_runs_each_context_once(tiny_llama, data):
     hook.remove()
     assert [c[0] for c in cached] == pytest.approx([w[0] for w in whole], abs=2e-4)
     assert tokens_cached < 0.6 * sum(seen)
+
+
+def test_cheapest_batches_is_the_least_padding_and_overhead():
+    """Against every way of cutting short lists (brute force): the cut costs the least, batches cover the list
+    in order, keep to `most` rows and to the key budget."""
+    import itertools
+    import random
+    rng = random.Random(0)
+
+    def cost(lengths, batches):
+        return sum(_BATCH_COST + (end - start) * lengths[start] for start, end in batches)
+    for trial in range(60):
+        n, most = rng.randint(1, 9), rng.randint(1, 5)
+        lengths = sorted((rng.choice([rng.randint(1, 8), rng.randint(20, 90)]) for _ in range(n)), reverse=True)
+        keys = [rng.randint(1, 2000) for _ in range(n)] if trial % 2 else None
+        batches = cheapest_batches(lengths, most, keys)
+        assert [b[0] for b in batches] == [0] + [b[1] for b in batches[:-1]] and batches[-1][1] == n
+        feasible = []
+        for cuts in itertools.product([False, True], repeat=n - 1):
+            bounds = [0] + [i + 1 for i, c in enumerate(cuts) if c] + [n]
+            runs = list(zip(bounds, bounds[1:]))
+            if all(e - s <= most and (keys is None or e - s == 1 or
+                                      (e - s) * (max(keys[s:e]) + lengths[s]) <= _KEY_TOKENS) for s, e in runs):
+                feasible.append(runs)
+        assert batches in feasible
+        assert cost(lengths, batches) == min(cost(lengths, runs) for runs in feasible)
+    assert cheapest_batches([], 4) == []
+    assert cheapest_batches([50] * 8, 4) == [(0, 4), (4, 8)]             # even lengths: full batches
 
 
 def test_rolling_nll_scores_every_token_once(tiny_lm, data):
