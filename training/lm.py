@@ -71,6 +71,63 @@ _HEAD_ROWS = 512         # positions per run of the output head: its weight read
 _CACHE_TOKENS = 4096     # context tokens whose keys and values are held at once (SmolLM2-135M: 46 KB each)
 _KEY_TOKENS = 8192       # rows × (context + continuation) of one batch of continuations
 _BATCH_COST = 16         # what one more batch costs, in tokens' worth of compute (measured: ~10-20 ms on 2 cores)
+_MIN_SHARED = 8          # tokens a prefix of several contexts must have to run once for all of them
+
+
+class _KeysValues:
+    """Keys and values of tokens already run, per layer packed token by token ((n, K, S) each), so a later
+    batch can gather any rows' earlier tokens into a cache."""
+
+    def __init__(self, n_layers: int):
+        self.keys: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
+        self.values: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
+        self.size = 0
+
+    def add(self, cache: KVCache, past: int, lengths: list[int]) -> list[int]:
+        """Keep each row's first `lengths[row]` tokens after the `past` gathered ones; returns where each row's
+        tokens start."""
+        real = torch.zeros(len(lengths), cache.keys[0].shape[2] - past, dtype=torch.bool)
+        for row, n in enumerate(lengths):
+            real[row, :n] = True
+        real = real.to(cache.keys[0].device)
+        for layer in range(len(self.keys)):                    # (R, K, past+T, S) -> the real new (n, K, S)
+            self.keys[layer].append(cache.keys[layer][:, :, past:].transpose(1, 2)[real])
+            self.values[layer].append(cache.values[layer][:, :, past:].transpose(1, 2)[real])
+        starts = (self.size + torch.cumsum(torch.tensor([0] + lengths[:-1]), 0)).tolist()
+        self.size += sum(lengths)
+        return starts
+
+    def gather(self, slots: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(R, W) slots -> per layer keys and values (R, K, W, S)."""
+        for group in (self.keys, self.values):
+            for layer, parts in enumerate(group):
+                if len(parts) > 1:
+                    group[layer] = [torch.cat(parts)]
+        return ([k[0][slots].transpose(1, 2) for k in self.keys],
+                [v[0][slots].transpose(1, 2) for v in self.values])
+
+
+def shared_prefixes(contexts: list[tuple]) -> list[int]:
+    """For contexts in lexicographic order: how many leading tokens each shares with its run of neighbours (0 if
+    none). A run keeps going while the prefix all its members share stays at least `_MIN_SHARED` tokens and,
+    past its first two members, at least half what it was (five-shot examples are not cut down to the
+    instructions every subject shares); every member keeps one token of its own (its last position predicts
+    the answer)."""
+    shared = [0] * len(contexts)
+    start = 0
+    while start < len(contexts):
+        end, length = start + 1, len(contexts[start]) - 1
+        while end < len(contexts):
+            a, b = contexts[end - 1], contexts[end]
+            common = next((i for i, (x, y) in enumerate(zip(a[:length], b)) if x != y), min(length, len(b)))
+            common = min(common, len(b) - 1)
+            if common < _MIN_SHARED or (end > start + 1 and common < length // 2):
+                break
+            length, end = common, end + 1
+        if end - start > 1:
+            shared[start:end] = [length] * (end - start)
+        start = end
+    return shared
 
 
 def cheapest_batches(lengths: list[int], most: int, keys: list[int] | None = None) -> list[tuple[int, int]]:
@@ -207,82 +264,94 @@ class LM:
                 progress(sum(len(members) for _, members in chunk))
 
     def _score_from_cache(self, groups: list[tuple[tuple, list]], results: list, progress) -> None:
-        """Requests grouped by context, longest contexts first, in slices of about `_CACHE_TOKENS` context
-        tokens (their keys and values are held until the slice is done)."""
-        order = sorted(groups, key=lambda g: -len(g[0]))
+        """Requests grouped by context, in lexicographic order (contexts that share a prefix are neighbours), in
+        slices of about `_CACHE_TOKENS` context tokens whose keys and values are held until the slice is done."""
+        order = sorted(groups, key=lambda g: g[0])
+        prefix_of = shared_prefixes([ctx for ctx, _ in order])
         start = 0
         while start < len(order):
             end, tokens = start, 0
-            while end < len(order) and (end == start or tokens + len(order[end][0]) <= _CACHE_TOKENS):
-                tokens += len(order[end][0])
-                end += 1
-            self._run_cached_slice(order[start:end], results, progress)
+            while end < len(order):
+                ctx, n = order[end][0], prefix_of[end]
+                held = end > start and n and prefix_of[end - 1] == n and order[end - 1][0][:n] == ctx[:n]
+                more = len(ctx) - n if held else len(ctx)       # a shared prefix is held once
+                if end > start and tokens + more > _CACHE_TOKENS:
+                    break
+                tokens, end = tokens + more, end + 1
+            self._run_cached_slice(order[start:end], prefix_of[start:end], results, progress)
             start = end
 
-    def _run_cached_slice(self, groups: list[tuple[tuple, list]], results: list, progress) -> None:
-        """The contexts (longest first) run once each, in batches of at most `batch_size` cut by
-        `cheapest_batches`, and their keys and values are kept, packed token by token. The last context position
-        predicts each continuation's first token; the rest of every continuation then runs after its own
-        context's keys and values, longest first in batches of up to 4 × `batch_size` rows cut the same way
-        (rows padded to the batch's longest context and continuation, padding masked)."""
-        device, n_layers = self.device, len(self.model.layers)
-        lengths = torch.tensor([len(ctx) for ctx, _ in groups])
-        keys, values, last = [[] for _ in range(n_layers)], [[] for _ in range(n_layers)], []
-        for start, end in cheapest_batches(lengths.tolist(), self.batch_size):
-            batch = groups[start:end]
-            width = len(batch[0][0])
-            contexts = torch.zeros(len(batch), width, dtype=torch.long)
-            ctx_mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, (ctx, _) in enumerate(batch):
-                contexts[row, :len(ctx)] = torch.tensor(ctx)
-                ctx_mask[row, :len(ctx)] = 1
-            cache = KVCache(n_layers)
-            hidden, _ = self.model.hidden_states(contexts.to(device), cache, ctx_mask.to(device))   # (G, Tc, D)
-            real = ctx_mask.bool().to(device)
-            for layer in range(n_layers):                       # (G, K, Tc, S) -> the real tokens' (n, K, S)
-                keys[layer].append(cache.keys[layer].transpose(1, 2)[real])
-                values[layer].append(cache.values[layer].transpose(1, 2)[real])
-            last.append(hidden[torch.arange(len(batch)), lengths[start:end] - 1])
-        keys = [torch.cat(k) for k in keys]
-        values = [torch.cat(v) for v in values]
-        last = torch.cat(last)                                                                    # (groups, D)
-        offsets = torch.cumsum(lengths, 0) - lengths                     # where each context's tokens start
+    def _run_cached_slice(self, groups: list[tuple[tuple, list]], prefix_of: list[int], results: list,
+                          progress) -> None:
+        """Three passes, each cut into batches by `cheapest_batches` (longest first, padding masked), each
+        continuing from keys and values kept, packed token by token, in a `_KeysValues`:
+        1. the prefixes neighbouring contexts share (`prefix_of`, from `shared_prefixes`: few-shot examples,
+           a task's instructions), once each;
+        2. every context past its prefix (at most `batch_size` a batch); the last context position predicts
+           each continuation's first token;
+        3. every continuation past its first token (up to 4 × `batch_size` a batch)."""
+        store = _KeysValues(len(self.model.layers))
+        contexts = [ctx for ctx, _ in groups]
+        prefixes = sorted({contexts[g][:n] for g, n in enumerate(prefix_of) if n})
+        prefix_slots = dict(zip(prefixes, self._run_after([(list(p), []) for p in prefixes], store,
+                                                            self.batch_size)[1]))
+        rests = [(list(ctx[n:]), prefix_slots.get(ctx[:n], [])) for ctx, n in zip(contexts, prefix_of)]
+        last, context_slots = self._run_after(rests, store, self.batch_size, last_only=True)
         members = [(g, i, cont) for g, (_, group) in enumerate(groups) for i, cont in group]
         single = [(i, last[g][None], cont) for g, i, cont in members if len(cont) == 1]
         self._score(single, results)
         if progress is not None and single:
             progress(len(single))
-        rows = sorted((m for m in members if len(m[2]) > 1), key=lambda m: -len(m[2]))
-        for start, end in cheapest_batches([len(cont) - 1 for _, _, cont in rows], 4 * self.batch_size,
-                                           keys=[int(lengths[g]) for g, _, _ in rows]):
-            batch = rows[start:end]
-            width = max(int(lengths[g]) for g, _, _ in batch)
-            self._run_continuations(batch, width, len(batch[0][2]) - 1, lengths, offsets, keys, values, last,
-                                    results)
-            if progress is not None:
-                progress(len(batch))
+        multi = [(g, i, cont) for g, i, cont in members if len(cont) > 1]
+        rows = [(cont[:-1], prefix_slots.get(contexts[g][:prefix_of[g]], []) + context_slots[g])
+                for g, _, cont in multi]
 
-    def _run_continuations(self, rows, width, more, lengths, offsets, keys, values, last, results) -> None:
-        """Each row's continuation past its first token, after its context's keys and values (gathered from the
-        packed ones into `width` slots), at its own positions."""
-        device = self.device
-        inputs = torch.zeros(len(rows), more, dtype=torch.long)
-        mask = torch.zeros(len(rows), width + more, dtype=torch.long)
-        for r, (g, _, cont) in enumerate(rows):
-            inputs[r, :len(cont) - 1] = torch.tensor(cont[:-1])
-            mask[r, :lengths[g]] = 1
-            mask[r, width:width + len(cont) - 1] = 1
-        groups = torch.tensor([g for g, _, _ in rows])
-        positions = (lengths[groups][:, None] + torch.arange(more)).clamp(max=self.max_length - 1)  # padding too
-        # token g's slot j: its context's token j (padding slots repeat its last token; they are masked)
-        slots = offsets[groups][:, None] + torch.minimum(torch.arange(width), lengths[groups][:, None] - 1)
-        slots = slots.to(device)
-        cache = KVCache(len(self.model.layers))
-        cache.keys = [k[slots].transpose(1, 2) for k in keys]                                   # (R, K, W, S)
-        cache.values = [v[slots].transpose(1, 2) for v in values]
-        after, _ = self.model.hidden_states(inputs.to(device), cache, mask.to(device), positions.to(device))
-        self._score([(i, torch.cat([last[g][None], after[r, :len(cont) - 1]]), cont)
-                     for r, (g, i, cont) in enumerate(rows)], results)
+        def score(done: list[int], hidden: torch.Tensor) -> None:
+            self._score([(multi[k][1], torch.cat([last[multi[k][0]][None], hidden[r, :len(multi[k][2]) - 1]]),
+                          multi[k][2]) for r, k in enumerate(done)], results)
+            if progress is not None:
+                progress(len(done))
+        self._run_after(rows, store, 4 * self.batch_size, then=score, keep=False)
+
+    def _run_after(self, rows: list[tuple[list[int], list[int]]], store: "_KeysValues", most: int,
+                   last_only: bool = False, then=None, keep: bool = True):
+        """Runs each row's tokens after the keys and values at its slots in `store` (its earlier tokens, in
+        order), at the positions that follow them, in batches of similar lengths (longest first). With `keep`,
+        keeps the new tokens' keys and values in `store`. Returns (hidden states: each row's last (R, D) with `last_only`,
+        else None; each row's new slots). `then(rows done, hidden (R, T, D))` after each batch."""
+        order = sorted(range(len(rows)), key=lambda r: -len(rows[r][0]))
+        new_slots: list[list[int]] = [[] for _ in rows]
+        last = torch.zeros(len(rows), self.model.cfg.dim) if last_only else None
+        for start, end in cheapest_batches([len(rows[r][0]) for r in order], most,
+                                           keys=[len(rows[r][1]) for r in order]):
+            batch = order[start:end]
+            tokens, width = len(rows[batch[0]][0]), max(len(rows[r][1]) for r in batch)
+            inputs = torch.zeros(len(batch), tokens, dtype=torch.long)
+            mask = torch.zeros(len(batch), width + tokens, dtype=torch.long)
+            positions = torch.zeros(len(batch), tokens, dtype=torch.long)
+            slots = torch.zeros(len(batch), width, dtype=torch.long)
+            for b, r in enumerate(batch):
+                ids, past = rows[r]
+                inputs[b, :len(ids)] = torch.tensor(ids)
+                mask[b, :len(past)] = 1
+                mask[b, width:width + len(ids)] = 1
+                positions[b] = len(past) + torch.arange(tokens)
+                if past:               # padding slots repeat the last one; the mask hides them
+                    slots[b] = torch.tensor(past + past[-1:] * (width - len(past)))
+            cache = KVCache(len(self.model.layers))
+            if width:
+                cache.keys, cache.values = store.gather(slots.to(self.device))
+            hidden, _ = self.model.hidden_states(inputs.to(self.device), cache, mask.to(self.device),
+                                                 positions.clamp(max=self.max_length - 1).to(self.device))
+            lengths = [len(rows[r][0]) for r in batch]
+            starts = store.add(cache, width, lengths) if keep else [0] * len(batch)
+            for b, r, at in zip(range(len(batch)), batch, starts):
+                new_slots[r] = list(range(at, at + lengths[b])) if keep else []
+                if last_only:
+                    last[r] = hidden[b, lengths[b] - 1]
+            if then is not None:
+                then(batch, hidden)
+        return last, new_slots
 
     @torch.no_grad()
     def rolling_nll(self, text: str, window: int | None = None, stride: int | None = None,

@@ -12,7 +12,7 @@ from pipeline.app.cli import main
 from training.eval.evaluate import WIKITEXT, score_task, wikitext_detokenize, wikitext_documents, wikitext_harness
 from training.eval.tasks import TASKS, Item, Task, load_task
 from training.hf import load_model
-from training.lm import _BATCH_COST, _KEY_TOKENS, LM, _SentencePiece, cheapest_batches
+from training.lm import _BATCH_COST, _KEY_TOKENS, LM, _SentencePiece, cheapest_batches, shared_prefixes
 from training.model import ModelConfig, Transformer
 from training.tokenizer import Tokenizer
 
@@ -133,6 +133,7 @@ def test_loglikelihoods_equal_llama_for_causal_lm_cached_and_not(tiny_llama, dat
     lm = LM(model=model, tokenizer=tokenizer, name="tiny-llama", batch_size=7, prefix_cache=prefix_cache)
     requests = [r for name in ("arc_easy", "hellaswag", "mmlu") for item in load_task(name, data, limit=4).items
                 for r in item.requests]
+    requests += [r for item in load_task("copa", data, shots=1, limit=5).items for r in item.requests]
     requests.append(("word " * 150, " past the window"))                   # longer than the 96-token context
     scores = lm.loglikelihood(requests)
     for (context, continuation), (ll, greedy) in zip(requests, scores):
@@ -146,6 +147,9 @@ def test_loglikelihoods_equal_llama_for_causal_lm_cached_and_not(tiny_llama, dat
         assert ll == pytest.approx(expected, abs=2e-4), (context[-40:], continuation)
         assert greedy == all(int(logprobs[p].argmax()) == t for p, t in zip(positions, whole[-n:]))
     assert len({len(lm.tokens(*r)[0]) for r in requests}) > 5 and max(len(lm.tokens(*r)[1]) for r in requests) > 10
+    # the few-shot example and MMLU's instructions are prefixes several contexts share: run once for all
+    contexts = sorted({tuple(lm.tokens(*r)[0]) for r in requests if sum(map(len, lm.tokens(*r))) <= 97})
+    assert sum(n >= 20 for n in shared_prefixes(contexts)) >= 4 and sum(map(bool, shared_prefixes(contexts))) >= 50
 
 
 def test_bfloat16_scores_are_the_float32_ones_to_within_bf16_rounding(tiny_llama, data):
