@@ -10,7 +10,8 @@ same weights (issue #22).
   and keeps ctx_b's first word as it was (the harness capitalises it): ctx_b is left empty, so both sides pose
   the file's own line. Offline (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE), `--model hf`, float32, on the CPU.
 - Ours: `refinery eval --model FOLDER --tasks arc_easy,hellaswag,piqa --limit N --log-samples F`, the MMLU
-  subjects by the harness's names (mmlu_anatomy ...), and wikitext in its harness mode on the first
+  subjects by the harness's names (mmlu_anatomy ...) 0-shot and 5-shot (the harness's `--num_fewshot 5`, both
+  taking the first five of each subject's dev split), and wikitext in its harness mode on the first
   --wikitext-limit articles (the harness gets the same articles, as ours cuts the test file, for its `page`).
 - The same batch size on both sides (--batch-size, default 16; the harness's own default is 1) and the
   machine's threads. Each command is timed whole (start-up, model and data loading included), ours and the
@@ -121,7 +122,7 @@ def harness_tasks(lm_eval: str, work: Path, subjects: list[str]) -> Path:
 
 
 def run_harness(lm_eval: str, model: Path, tasks: list[str], limit: int, batch: int, task_dir: Path,
-                out: Path) -> float:
+                out: Path, shots: int = 0) -> float:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(out.parent / "hf-datasets-cache")}
     started = time.perf_counter()
@@ -129,16 +130,18 @@ def run_harness(lm_eval: str, model: Path, tasks: list[str], limit: int, batch: 
         subprocess.run([lm_eval, "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
                         "--tasks", ",".join(f"local_{t}" for t in tasks), "--include_path", str(task_dir),
                         "--limit", str(limit), "--batch_size", str(batch), "--device", "cpu", "--log_samples",
-                        "--output_path", str(out)], check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+                        "--output_path", str(out)] + (["--num_fewshot", str(shots)] if shots else []),
+                       check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     return time.perf_counter() - started
 
 
-def run_ours(model: Path, tasks: list[str], limit: int, batch: int, out: Path, dtype: str = "float32") -> float:
+def run_ours(model: Path, tasks: list[str], limit: int, batch: int, out: Path, dtype: str = "float32",
+             shots: int = 0) -> float:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pipeline.app.cli", "eval", "--model", str(model), "--tasks",
                     ",".join(tasks), "--limit", str(limit), "--batch-size", str(batch), "--no-progress",
-                    "--dtype", dtype,
+                    "--dtype", dtype, "--shots", str(shots),
                     "--log-samples", str(out / "samples.jsonl"), "--output", str(out / "results.json")],
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -177,21 +180,29 @@ def compare_wikitext(ours_dir: Path, harness_dir: Path) -> dict:
 
 
 def tokens_run(rows: list[dict], encode) -> tuple[int, int]:
-    """Tokens each side feeds the model for these items (an account, from the requests): ours runs a context shared
-    by several continuations at least as long as they are on average once, then each continuation's tokens but
-    its last (training/lm.py); the harness runs each (context + continuation) whole but its last token, except
-    that continuations of one token sharing a context run once (its one-token grouping)."""
-    ours = harness = 0
+    """Tokens each side feeds the model for one task's items (an account from the requests, padding not
+    counted). Ours (training/lm.py): a context shared by several continuations runs once, a prefix several such
+    contexts share (`shared_prefixes`, the rule lm.py runs) once more for all of them, then each continuation's
+    tokens but its last; a slice of 4,096 context tokens may run a prefix again, which this leaves out. The
+    harness runs each (context + continuation) whole but its last token, except that continuations of one token
+    sharing a context run once (its one-token grouping)."""
+    from training.lm import shared_prefixes
+    groups: dict[tuple, list[int]] = {}
+    harness = 0
     for row in rows:
-        groups: dict[tuple, list[int]] = {}
+        item: dict[tuple, list[int]] = {}
         for context, continuation in row["requests"]:
-            ctx = encode(context)
-            groups.setdefault(tuple(ctx), []).append(len(encode(context + continuation)) - len(ctx))
-        for ctx, lengths in groups.items():
-            whole = len(ctx) if all(n == 1 for n in lengths) else sum(len(ctx) + n - 1 for n in lengths)
-            harness += whole
-            cached = len(lengths) > 1 and len(ctx) >= sum(lengths) / len(lengths)
-            ours += len(ctx) + sum(n - 1 for n in lengths) if cached else whole
+            ctx = tuple(encode(context))
+            item.setdefault(ctx, []).append(len(encode(context + continuation)) - len(ctx))
+        for ctx, lengths in item.items():
+            harness += len(ctx) if all(n == 1 for n in lengths) else sum(len(ctx) + n - 1 for n in lengths)
+            groups.setdefault(ctx, []).extend(lengths)
+    shared = sorted(ctx for ctx, lengths in groups.items() if len(lengths) > 1)
+    ours, prefixes = 0, set()
+    for ctx, n in zip(shared, shared_prefixes(shared)):
+        ours += (n if n and ctx[:n] not in prefixes else 0) + len(ctx) - n + sum(m - 1 for m in groups[ctx])
+        prefixes.add(ctx[:n])
+    ours += sum(len(ctx) + lengths[0] - 1 for ctx, lengths in groups.items() if len(lengths) == 1)
     return ours, harness
 
 
@@ -231,9 +242,12 @@ def main() -> None:
     parser.add_argument("--model", help="an HF Llama folder (default: SmolLM2-135M-Instruct's GGUF, as a folder)")
     parser.add_argument("--limit", type=int, default=300, help="items of ARC-Easy, HellaSwag and PIQA (default 300)")
     parser.add_argument("--mmlu-limit", type=int, default=100, help="items per MMLU subject (default 100)")
+    parser.add_argument("--mmlu5-limit", type=int, default=20,
+                        help="items per MMLU subject in the 5-shot run (default 20)")
     parser.add_argument("--subjects", default=",".join(SUBJECTS), help="MMLU subjects (default: the first five)")
     parser.add_argument("--wikitext-limit", type=int, default=5, help="wikitext articles (default the first 5 of 62)")
-    parser.add_argument("--what", default="mc,mmlu,wikitext", help="which runs: mc, mmlu, wikitext (default all)")
+    parser.add_argument("--what", default="mc,mmlu,mmlu5,wikitext",
+                        help="which runs: mc, mmlu (0-shot), mmlu5 (5-shot), wikitext (default all)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--ours-dtype", choices=("float32", "bfloat16"), default="float32",
                         help="refinery eval --dtype (the harness stays float32)")
@@ -250,22 +264,26 @@ def main() -> None:
     model = Path(args.model) if args.model else gguf_as_folder(smollm2_gguf(), work / "smollm2")
     subjects = args.subjects.split(",")
     task_dir = harness_tasks(args.lm_eval, work, subjects)
-    runs = {"mc": (list(MC_TASKS), args.limit), "mmlu": ([f"mmlu_{s}" for s in subjects], args.mmlu_limit),
-            "wikitext": (["wikitext"], args.wikitext_limit)}
+    runs = {"mc": (list(MC_TASKS), args.limit, 0), "mmlu": ([f"mmlu_{s}" for s in subjects], args.mmlu_limit, 0),
+            "mmlu5": ([f"mmlu_{s}" for s in subjects], args.mmlu5_limit, 5),
+            "wikitext": (["wikitext"], args.wikitext_limit, 0)}
+    every = list(runs)
     chosen = args.what.split(",")
     if not chosen or set(chosen) - set(runs):
         parser.error(f"--what: choose from {', '.join(runs)}, got {args.what!r}")
     runs = {what: run for what, run in runs.items() if what in chosen}
+    name = "report.json" if list(runs) == every else f"report-{'-'.join(runs)}.json"
     walls = {f"{side}-{what}": [] for side in ("ours", "harness") for what in runs}
     if args.report_only:
-        walls = json.loads((work / "report.json").read_text())["walls_s"]
+        walls = json.loads((work / name).read_text())["walls_s"]
     for r in range(0 if args.report_only else args.rounds):
-        for what, (tasks, limit) in runs.items():
+        for what, (tasks, limit, shots) in runs.items():
             sides = ("ours", "harness") if r % 2 == 0 else ("harness", "ours")
             for side in sides:
                 out = work / f"{side}-{what}"
-                wall = run_ours(model, tasks, limit, args.batch_size, out, args.ours_dtype) if side == "ours" else \
-                    run_harness(args.lm_eval, model, tasks, limit, args.batch_size, task_dir, out)
+                wall = run_ours(model, tasks, limit, args.batch_size, out, args.ours_dtype, shots) \
+                    if side == "ours" else \
+                    run_harness(args.lm_eval, model, tasks, limit, args.batch_size, task_dir, out, shots)
                 walls[f"{side}-{what}"].append(round(wall, 1))
                 print(f"[bench] round {r + 1} {side} {what}: {wall:.1f} s", flush=True)
     report = {"args": vars(args), "model": str(model), "walls_s": walls,
@@ -275,16 +293,15 @@ def main() -> None:
 
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    for what, (tasks, _) in runs.items():
+    for what, (tasks, _, _) in runs.items():
         report[what] = (compare_wikitext(work / f"ours-{what}", work / f"harness-{what}") if what == "wikitext" else
                         compare(work / f"ours-{what}", work / f"harness-{what}", tasks, encode))
     report["ratio"] = {what: report["median_s"][f"harness-{what}"] / report["median_s"][f"ours-{what}"]
                        for what in runs}
     total = {side: sum(report["median_s"][f"{side}-{what}"] for what in runs) for side in ("ours", "harness")}
     report["ratio"]["all"] = total["harness"] / total["ours"]
-    name = "report.json" if len(runs) == 3 else f"report-{'-'.join(runs)}.json"
     (work / name).write_text(json.dumps(report, indent=1))
-    for what, (tasks, _) in runs.items():
+    for what, (tasks, _, _) in runs.items():
         if what == "wikitext":
             row = report[what]
             print(f"wikitext ({row['documents']} articles): " + ", ".join(

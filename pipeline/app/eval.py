@@ -48,8 +48,9 @@ def configure(parser) -> None:
                         help="also write one row per multiple-choice item: its requests (context, continuation), each "
                              "choice's log-likelihood and greedy flag, the predictions and whether they were right")
     parser.add_argument("--no-prefix-cache", action="store_true",
-                        help="run each (context + choice) whole instead of each context once with its choices "
-                             "continuing from its keys and values (the same scores, to within float rounding; slower)")
+                        help="run each (context + choice) whole instead of each context (and each prefix several "
+                             "contexts share, as few-shot examples) once with what follows continuing from its keys "
+                             "and values (the same scores, to within float rounding; slower)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="float32 (the default) gives lm-evaluation-harness's numbers item for item; bfloat16 "
                              "runs the matmuls in bf16 (about twice as fast on CPUs with bf16 units, e.g. AMX): "
