@@ -1,6 +1,7 @@
 import gzip
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,16 @@ from pipeline.shared_data import shared_data_dir
 
 logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_under_basetemp(tmp_path_factory):
+    """What the code under test puts in the temporary folder, in this process, goes under pytest's own folder,
+    which pytest prunes: Beam makes a `beam-pipeline-temp*` folder for every pipeline built and removes it only
+    when the pipeline runs, so the tests that build a graph without running it left one in /tmp each."""
+    before, tempfile.tempdir = tempfile.tempdir, str(tmp_path_factory.mktemp("tempfile"))
+    yield
+    tempfile.tempdir = before
 
 
 @pytest.fixture(scope="session")
