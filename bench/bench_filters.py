@@ -22,10 +22,10 @@ import time
 import tracemalloc
 from collections import Counter
 
-from filters import c4, fineweb, gopher, language, nsfw, url
+from filters import c4, decontam, fineweb, gopher, language, nsfw, url
 from filters.pii import redact_pii
 from pipeline.extraction import ExtractConfig, extract_page
-from pipeline.resources import BadWords, StopWords, UrlLists, blocklist_domains, language_model_path
+from pipeline.resources import BadWords, Benchmarks, StopWords, UrlLists, blocklist_domains, language_model_path
 from pages import read_pages, sample_crawl_paths
 from pipeline.warc import Page
 
@@ -49,6 +49,7 @@ def cost(pages, docs, totals):
     stop_words = StopWords()()
     bad_words = BadWords(nsfw.NsfwConfig())()
     lists = UrlLists(url.UrlConfig())()
+    index = Benchmarks(decontam.DecontamConfig())()
     timed("url", lambda p: url.check_url(p.url, resources=lists), pages, totals)
     live = list(docs)
     langs = timed("language", lambda d: language.predict_language(model, d["text"]), live, totals)
@@ -63,6 +64,7 @@ def cost(pages, docs, totals):
         ("fineweb", lambda d: fineweb.check_fineweb(d["text"], language=d["language"])),
         ("nsfw", lambda d: nsfw.check_nsfw(d["text"], language=d["language"], resources=bad_words)),
         ("pii", lambda d: None if redact_pii(d["text"]) else None),
+        ("decontam", lambda d: decontam.check_contamination(d["text"], resources=index)),
     ]
     # document by document through the chain, as the pipeline runs it (filters share the cached word split)
     for name, _ in chain:
