@@ -97,7 +97,8 @@ def token_counts(text: str) -> TokenCounts:
     lengths = np.diff(np.append(starts, len(chars)))
     token_bits = np.bitwise_or.reduceat(bits[chars], starts)
     symbol = (token_bits & _ALNUM) == 0
-    return TokenCounts(tokens=len(starts), chars=len(chars), symbols=int(symbol.sum()), symbol_chars=int(lengths[symbol].sum()),
+    return TokenCounts(tokens=len(starts), chars=len(chars), symbols=int(symbol.sum()),
+                       symbol_chars=int(lengths[symbol].sum()),
                        letterless=int(((token_bits & _LETTER) == 0).sum()))
 
 

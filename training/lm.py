@@ -317,11 +317,11 @@ class LM:
                    last_only: bool = False, then=None, keep: bool = True):
         """Runs each row's tokens after the keys and values at its slots in `store` (its earlier tokens, in
         order), at the positions that follow them, in batches of similar lengths (longest first). With `keep`,
-        keeps the new tokens' keys and values in `store`. Returns (hidden states: each row's last (R, D) with `last_only`,
-        else None; each row's new slots). `then(rows done, hidden (R, T, D))` after each batch."""
+        keeps the new tokens' keys and values in `store`. Returns (each row's last hidden state (R, D) with
+        `last_only`, else None; each row's new slots). `then(rows done, hidden (R, T, D))` after each batch."""
         order = sorted(range(len(rows)), key=lambda r: -len(rows[r][0]))
         new_slots: list[list[int]] = [[] for _ in rows]
-        last = torch.zeros(len(rows), self.model.cfg.dim) if last_only else None
+        last = None
         for start, end in cheapest_batches([len(rows[r][0]) for r in order], most,
                                            keys=[len(rows[r][1]) for r in order]):
             batch = order[start:end]
@@ -348,6 +348,8 @@ class LM:
             for b, r, at in zip(range(len(batch)), batch, starts):
                 new_slots[r] = list(range(at, at + lengths[b])) if keep else []
                 if last_only:
+                    if last is None:                          # on the model's device, in its dtype
+                        last = hidden.new_zeros((len(rows), hidden.shape[-1]))
                     last[r] = hidden[b, lengths[b] - 1]
             if then is not None:
                 then(batch, hidden)
