@@ -26,7 +26,7 @@ $(QUALITY_MODEL): | setup
 	$(BIN)/refinery quality train --output $@
 
 # the main job end to end: quality model (trained once if missing), curate, tokenizer, tokens, pretrain, eval,
-# then $(RUN_OUT)/report.html (docs/run.md: ~6 min from a fresh clone on 2 quiet cores, setup included)
+# then $(RUN_OUT)/report.html (docs/run.md: 5-6 min from a fresh clone on 2 quiet cores, setup included)
 run: setup
 	$(BIN)/refinery run configs/sample.yaml --output $(RUN_OUT) --quality-model $(QUALITY_MODEL)
 
