@@ -95,6 +95,7 @@ class BenchmarkIndex:
     def __init__(self, items_by_benchmark: dict[str, list[str]], ngram: int = 13, min_words: int = 8):
         self.ngram, self.names = ngram, sorted(items_by_benchmark)
         self.items = Counter()
+        self._filters: dict[int, np.ndarray] = {}          # length -> bit filter, made on first use
         keys, owners = {}, {}
         for b, name in enumerate(self.names):
             for n, grams in _item_ngrams(items_by_benchmark[name], ngram, min_words, self.items, name).items():
@@ -124,6 +125,7 @@ class BenchmarkIndex:
         index.ngram, index.names = int(arrays["ngram"]), [str(name) for name in arrays["names"]]
         index.items = Counter({name: int(n) for name, n in zip(index.names, arrays["item_counts"]) if n})
         index.tables = {int(n): (arrays[f"keys_{n}"], arrays[f"owners_{n}"]) for n in arrays["lengths"]}
+        index._filters = {}
         return index
 
     def matches(self, text: str) -> list[tuple[int, int, str]]:
@@ -146,10 +148,9 @@ class BenchmarkIndex:
     def _filter(self, n: int) -> np.ndarray:
         """A bit per slot of 16× as many slots as table n has keys, set where a key's low bits point: an n-gram
         whose slot is clear is not in the table, so only the few that land on a set bit are looked up."""
-        filters = self.__dict__.setdefault("_filters", {})
-        if n not in filters:
-            filters[n] = _bit_filter(self.tables[n][0])
-        return filters[n]
+        if n not in self._filters:
+            self._filters[n] = _bit_filter(self.tables[n][0])
+        return self._filters[n]
 
 
 def _bit_filter(keys: np.ndarray) -> np.ndarray:

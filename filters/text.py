@@ -124,9 +124,9 @@ def distinct_stop_words(text: str, stop_words: frozenset[str], language: str | N
     if enough is None:
         return len(stop_words.intersection(_LETTERS.findall(text.lower())))
     found = set()
-    for match in _LETTERS.finditer(text.lower()):
-        if match.group() in stop_words:
-            found.add(match.group())
+    for word in map(re.Match.group, _LETTERS.finditer(text.lower())):
+        if word in stop_words:
+            found.add(word)
             if len(found) >= enough:
                 break
     return len(found)

@@ -14,6 +14,7 @@ embedded tokenizer). Scoring follows lm-evaluation-harness:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ class _HuggingFace:
 _HEAD_ROWS = 512         # positions per run of the output head: its weight read once, the logits ~100 MB
 _CACHE_TOKENS = 4096     # context tokens whose keys and values are held at once (SmolLM2-135M: 46 KB each)
 _KEY_TOKENS = 8192       # rows × (context + continuation) of one batch of continuations
-_BATCH_COST = 16         # what one more batch costs, in tokens' worth of compute (measured: ~10-20 ms on 2 cores)
+_BATCH_COST = 16         # what one more batch costs, in tokens' worth of compute (an estimate, not measured)
 _MIN_SHARED = 8          # tokens a prefix of several contexts must have to run once for all of them
 
 
@@ -93,7 +94,7 @@ class _KeysValues:
         for layer in range(len(self.keys)):                    # (R, K, past+T, S) -> the real new (n, K, S)
             self.keys[layer].append(cache.keys[layer][:, :, past:].transpose(1, 2)[real])
             self.values[layer].append(cache.values[layer][:, :, past:].transpose(1, 2)[real])
-        starts = (self.size + torch.cumsum(torch.tensor([0] + lengths[:-1]), 0)).tolist()
+        starts = list(itertools.accumulate(lengths[:-1], initial=self.size))
         self.size += sum(lengths)
         return starts
 
