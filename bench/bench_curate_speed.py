@@ -5,6 +5,10 @@ loop divided by the cores the pipeline may use, and the same calls in a pool of 
 (issue #20): extraction only <= 1.1 x the pool's wall time, the default config <= 1.25 x. Runs curate twice:
 extraction only (the plumbing) and the full default chain of filters.
 
+Our extraction child evaluates trafilatura's pruning rules in Python (pipeline/fastxpath.py: the same elements,
+less CPU), so a second pool runs the same calls with those rules installed: against it the ratio is what the
+plumbing (reading, Beam, staging, writing) costs on its own.
+
 The pipeline runs and the baselines alternate in rounds and medians are reported: on a shared 2-vCPU machine
 the speed of the same loop drifts by tens of percent over minutes, so one of each is not a comparison.
 
@@ -35,13 +39,17 @@ def _extract(page: tuple[bytes, str]) -> bool:
     return trafilatura.extract(page[0], url=page[1], favor_precision=True, include_comments=False) is not None
 
 
-def _quiet() -> None:
+def _quiet(fast: bool = False) -> None:
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
+    if fast:
+        from pipeline import fastxpath
+        fastxpath.install()
 
 
-def parallel_floor(pages: list[Page], workers: int) -> float:
-    """Plain trafilatura.extract over the pages in `workers` processes: what these cores do without us."""
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_quiet) as pool:
+def parallel_floor(pages: list[Page], workers: int, fast: bool = False) -> float:
+    """Plain trafilatura.extract over the pages in `workers` processes: what these cores do without us (with
+    fast: with pipeline.fastxpath's rules, as our extraction child runs them)."""
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_quiet, initargs=(fast,)) as pool:
         pool.map(_extract, [(b"<html><body><p>warm up</p></body></html>", None)] * workers)
         started = time.perf_counter()
         pool.map(_extract, [(p.body, p.url) for p in pages], chunksize=10)
@@ -86,7 +94,7 @@ def main() -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     configs = args.config or [os.path.join(root, "configs/extract-only.yaml"), os.path.join(root, "configs/sample.yaml")]
 
-    times = {"sequential": [], "pool": [], **{c: [] for c in configs}}
+    times = {"sequential": [], "pool": [], "pool_fastxpath": [], **{c: [] for c in configs}}
     kept = {}
     for round_ in range(args.repeat):
         for config in configs:
@@ -95,6 +103,7 @@ def main() -> None:
             kept[config] = (stats["kept"], stats["balanced"])
         times["sequential"].append(sequential(pages))
         times["pool"].append(parallel_floor(pages, args.workers))
+        times["pool_fastxpath"].append(parallel_floor(pages, args.workers, fast=True))
         print(f"round {round_ + 1}: " + ", ".join(f"{os.path.basename(k)} {v[-1]:.1f} s" for k, v in times.items()),
               flush=True)
     median = {k: statistics.median(v) for k, v in times.items()}
@@ -107,11 +116,14 @@ def main() -> None:
           f"{len(pages) / median['sequential']:.1f} pages/s per core; floor (/ {args.workers} workers) {floor_s:.1f} s")
     print(f"plain trafilatura.extract in a pool of {args.workers} processes: {median['pool']:.1f} s "
           f"(speed-up {median['sequential'] / median['pool']:.2f} on {args.workers} cores)")
+    print(f"the same pool with pipeline.fastxpath installed: {median['pool_fastxpath']:.1f} s "
+          f"({median['pool_fastxpath'] / median['pool']:.2f} of the plain pool)")
     for config in configs:
         wall = median[config]
         print(f"refinery curate --config {os.path.basename(config)}: {wall:.1f} s wall = {len(pages) / wall:.1f} "
               f"pages/s, kept {kept[config][0]} (identity {'holds' if kept[config][1] else 'FAILS'}); "
-              f"ratio to floor {wall / floor_s:.2f}, to the process pool {wall / median['pool']:.2f}")
+              f"ratio to floor {wall / floor_s:.2f}, to the process pool {wall / median['pool']:.2f}, "
+              f"to the pool with fastxpath {wall / median['pool_fastxpath']:.2f}")
 
 
 if __name__ == "__main__":

