@@ -202,15 +202,16 @@ def train_reward(cfg: RewardConfig, resume: bool = False, log=print) -> dict:
         return {"pair_accuracy": result["accuracy"], "ci95_low": result["ci95"][0], "ci95_high": result["ci95"][1],
                 "mean_margin": result["mean_margin"]}
 
+    def held_out(record: dict) -> dict:
+        return {"accuracy": record.get("pair_accuracy"), "ci95": [record.get("ci95_low"), record.get("ci95_high")],
+                "pairs": len(held), "mean_margin": record.get("mean_margin")}
+
     def after(m):
         finish(policy, m, cfg.run.out_dir, reward=True)
-        first, _ = eval_ends(cfg.run.out_dir)
+        first, last = eval_ends(cfg.run.out_dir)        # the last is the run's final evaluation, as in SFT and DPO
         return {"pairs": {"train": len(train_pairs), "held_out": len(held),
                           "skipped_too_long": dropped_train + dropped_held},
-                "held_out_before": {"accuracy": first.get("pair_accuracy"),
-                                    "ci95": [first.get("ci95_low"), first.get("ci95_high")], "pairs": len(held),
-                                    "mean_margin": first.get("mean_margin")},
-                "held_out_after": pairwise_accuracy(m, held, pad)}
+                "held_out_before": held_out(first), "held_out_after": held_out(last)}
 
     batches = EpochBatches(train_pairs, cfg.run.batch_size, lambda rows: collate_scored(rows, pad), cfg.data.seed,
                            cfg.data.shuffle)
