@@ -249,6 +249,9 @@ def main() -> None:
     parser.add_argument("--what", default="mc,mmlu,mmlu5,wikitext",
                         help="which runs: mc, mmlu (0-shot), mmlu5 (5-shot), wikitext (default all)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--harness-batch-size", type=int, default=None,
+                        help="the harness's batch size if not --batch-size: it keeps (batch, window, vocabulary) "
+                             "float32 logits, 25.8 GB at 16 x 8,192 x 49,152 for SmolLM2's wikitext windows")
     parser.add_argument("--ours-dtype", choices=("float32", "bfloat16"), default="float32",
                         help="refinery eval --dtype (the harness stays float32)")
     parser.add_argument("--rounds", type=int, default=2, help="timed runs of each side, alternating (default 2)")
@@ -283,7 +286,8 @@ def main() -> None:
                 out = work / f"{side}-{what}"
                 wall = run_ours(model, tasks, limit, args.batch_size, out, args.ours_dtype, shots) \
                     if side == "ours" else \
-                    run_harness(args.lm_eval, model, tasks, limit, args.batch_size, task_dir, out, shots)
+                    run_harness(args.lm_eval, model, tasks, limit, args.harness_batch_size or args.batch_size, task_dir,
+                                out, shots)
                 walls[f"{side}-{what}"].append(round(wall, 1))
                 print(f"[bench] round {r + 1} {side} {what}: {wall:.1f} s", flush=True)
     report = {"args": vars(args), "model": str(model), "walls_s": walls,
