@@ -343,7 +343,7 @@ def install(check: bool = False) -> int:
             if isinstance(rule, etree.XPath):
                 try:
                     compiled = CompiledXPath(rule, check)
-                except Unsupported:
+                except (Unsupported, re.error):      # a pattern Python's re refuses fails in lxml too, at use
                     continue
                 value[index] = compiled
                 _installed[id(compiled)] = (value, index, rule)

@@ -82,6 +82,19 @@ def test_install_swaps_in_place_and_uninstall_restores():
     assert xpaths.OVERALL_DISCARD_XPATH == before and all(a is b for a, b in zip(xpaths.OVERALL_DISCARD_XPATH, before))
 
 
+def test_a_rule_it_cannot_compile_stays_with_lxml():
+    from trafilatura import xpaths
+    broken = etree.XPath(".//div[re:test(@class, '(')]", namespaces=RE)       # lxml compiles the regex only when used
+    xpaths.TEASER_DISCARD_XPATH.append(broken)
+    try:
+        fastxpath.install()
+        assert xpaths.TEASER_DISCARD_XPATH[-1] is broken
+        assert isinstance(xpaths.TEASER_DISCARD_XPATH[0], fastxpath.CompiledXPath)
+    finally:
+        fastxpath.uninstall()
+        xpaths.TEASER_DISCARD_XPATH.remove(broken)
+
+
 def test_real_pages_select_the_same_elements_and_extract_the_same_text(data):
     """100 pages of trafilatura's evaluation set and 60 of the sample crawl: every rule call checked against
     libxml2 (check=True raises on a difference), and the extracted text equal to extraction without them."""
