@@ -28,7 +28,6 @@ import re
 from typing import Callable
 
 from lxml import etree
-from trafilatura import xpaths as trafilatura_rules
 
 _TOKEN = re.compile(r"""\s*(?:(?P<str>'[^']*'|"[^"]*")|(?P<op>\.//|::|[\[\]()|,=@*])|(?P<name>[A-Za-z_][\w.:-]*))""")
 
@@ -335,8 +334,12 @@ _installed: dict[int, tuple[list, int, etree.XPath]] = {}
 
 def install(check: bool = False) -> int:
     """Swap every trafilatura rule this module can evaluate for its compiled form; returns how many. Idempotent."""
+    try:
+        from trafilatura import xpaths as rules  # here, not at the top: a trafilatura without it just runs its own
+    except ImportError:
+        return 0
     uninstall()
-    for value in vars(trafilatura_rules).values():
+    for value in vars(rules).values():
         if not isinstance(value, list):
             continue
         for index, rule in enumerate(value):
