@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import glob
-import os
 
 from pipeline.shared_data import shared_data_dir
-from pipeline.warc import Page, ReadConfig, plan_chunks, read_chunk
+from pipeline.warc import Page, read_file
 
 
 def sample_crawl_paths() -> list[str]:
@@ -14,10 +13,4 @@ def sample_crawl_paths() -> list[str]:
 
 def read_pages(paths: list[str]) -> list[Page]:
     """Every HTML page (HTTP 200 response) of `paths`, in file order."""
-    pages = []
-    for path in paths:
-        with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
-        for chunk in plan_chunks(path, os.path.getsize(path), head, 1 << 40):
-            pages.extend(o for o in read_chunk(chunk, ReadConfig()) if isinstance(o, Page))
-    return pages
+    return [o for path in paths for o in read_file(path) if isinstance(o, Page)]

@@ -29,7 +29,8 @@ from typing import Callable
 
 from lxml import etree
 
-_TOKEN = re.compile(r"""\s*(?:(?P<str>'[^']*'|"[^"]*")|(?P<op>\.//|::|[\[\]()|,=@*])|(?P<name>[A-Za-z_][\w.:-]*))""")
+# a name may carry one prefix (re:test) but stops before an axis's '::' (self::div is self, ::, div)
+_TOKEN = re.compile(r"""\s*(?:(?P<str>'[^']*'|"[^"]*")|(?P<op>\.//|::|[\[\]()|,=@*])|(?P<name>[A-Za-z_][\w.-]*(?::[A-Za-z_][\w.-]*)?))""")
 
 
 class Unsupported(ValueError):
@@ -45,15 +46,7 @@ def _tokens(src: str) -> list[str]:
             raise Unsupported(f"cannot read {src[at:at + 20]!r}")
         out.append(match.group(match.lastgroup))
         at = match.end()
-    # names read greedily: 'self::div' comes out as one name token with '::' inside; split it
-    split = []
-    for token in out:
-        if "::" in token and token[0] not in "'\"":
-            axis, _, name = token.partition("::")
-            split += [axis, "::", name]
-        else:
-            split.append(token)
-    return split
+    return out
 
 
 # The parser builds a small tree of tuples; `_Source` turns it into the body of one Python function.
@@ -290,17 +283,19 @@ def _compile(predicates: list[tuple]) -> Callable[[etree._Element], bool]:
     source = _Source()
     expression = " and ".join(source.boolean(p) for p in predicates) or "True"
     reads = "".join(f"    {v} = e.get({n!r})\n" for n, v in source.attributes.items())
-    code = f"def match(e):\n{reads}    return bool({expression})\n"
     namespace = {"_first": _first, **source.constants}
-    exec(compile(code, "<fastxpath>", "exec"), namespace)   # source built above from parsed tokens only
-    match = namespace["match"]
+
+    def define(guard: str = "") -> Callable[[etree._Element], bool]:
+        code = f"def match(e):\n{reads}{guard}    return bool({expression})\n"
+        exec(compile(code, "<fastxpath>", "exec"), namespace)   # source built above from parsed tokens only
+        namespace["match"].source = code
+        return namespace["match"]
+
+    match = define()
     if source.attributes and not source.structural and not match(etree.Element("none")):
         # false for an element without any of these attributes: such elements are skipped on one look
-        guard = " and ".join(f"{v} is None" for v in source.attributes.values())
-        code = f"def match(e):\n{reads}    if {guard}:\n        return False\n    return bool({expression})\n"
-        exec(compile(code, "<fastxpath>", "exec"), namespace)
-        match = namespace["match"]
-    match.source = code
+        match = define(f"    if {' and '.join(f'{v} is None' for v in source.attributes.values())}:\n"
+                       f"        return False\n")
     return match
 
 
@@ -314,7 +309,7 @@ class CompiledXPath:
         self.tags = tags or (etree.Element,)          # etree.Element as a tag filter: elements only
         self.match = _compile(predicates)
 
-    def __call__(self, tree, **_):
+    def __call__(self, tree):
         match = self.match
         # XPath's .// from a document is every element, the root too; from an element, its descendants
         elements = tree.iterdescendants(*self.tags) if isinstance(tree, etree._Element) else tree.iter(*self.tags)

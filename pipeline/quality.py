@@ -38,7 +38,7 @@ from pipeline.charset import decode_html
 from pipeline.resources import FastTextModel, load_fasttext
 from pipeline.shared_data import shared_data_dir
 from pipeline.stage import ApplyFilter, DocDoFn, Ledger, Stage
-from pipeline.warc import Page, ReadConfig, open_raw, plan_chunks, read_chunk
+from pipeline.warc import Page, read_file
 from training.artifacts import refuse_own_input, sha256_file
 from training.files import read_rows, write_atomic
 
@@ -118,14 +118,11 @@ def whole_page_texts(path: str) -> Iterator[str]:
     import trafilatura  # heavy: only this reader extracts pages
 
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
-    with open_raw(path) as fh:
-        head = fh.read(1 << 16)
-    for chunk in plan_chunks(path, os.path.getsize(path), head, 1 << 40):
-        for outcome in read_chunk(chunk, ReadConfig()):
-            if isinstance(outcome, Page):
-                text = trafilatura.html2txt(decode_html(outcome.body, outcome.content_type)[0])
-                if text:
-                    yield text
+    for outcome in read_file(path):
+        if isinstance(outcome, Page):
+            text = trafilatura.html2txt(decode_html(outcome.body, outcome.content_type)[0])
+            if text:
+                yield text
 
 
 def load_texts(specs: list[str], field: str | None, limit: int, seed: int, log=print) -> list[str]:

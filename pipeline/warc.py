@@ -15,6 +15,7 @@ import functools
 import gzip
 import io
 import logging
+import os
 import re
 import uuid
 import zlib
@@ -365,6 +366,15 @@ def read_chunk(chunk: Chunk, cfg: ReadConfig = ReadConfig(),
         if position is None:
             return
         needs_sync = True
+
+
+def read_file(path: str, cfg: ReadConfig = ReadConfig(), split_bytes: int = 1 << 40) -> Iterator[Outcome]:
+    """Every record of a local WARC file in order, read chunk by chunk as the pipeline plans them, without Beam
+    (the quality classifier's page reader, tests, benchmarks)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    for chunk in plan_chunks(path, os.path.getsize(path), head, split_bytes):
+        yield from read_chunk(chunk, cfg)
 
 
 def _read_from(stream: BinaryIO, position: int, chunk: Chunk, cfg: ReadConfig):

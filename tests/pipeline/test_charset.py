@@ -1,10 +1,8 @@
 """Charset decisions, on labels as servers send them and on real pages."""
-import os
-
 import pytest
 
 from pipeline.charset import codec_for, decode_html
-from pipeline.warc import Page, ReadConfig, plan_chunks, read_chunk
+from pipeline.warc import Page, read_file
 
 
 @pytest.mark.parametrize("label, codec", [
@@ -34,10 +32,7 @@ def test_decision_order(body, content_type, text, source):
 
 
 def pages(path):
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
-    for chunk in plan_chunks(path, os.path.getsize(path), head, 1 << 40):
-        yield from (o for o in read_chunk(chunk, ReadConfig()) if isinstance(o, Page))
+    return [o for o in read_file(path) if isinstance(o, Page)]
 
 
 def test_real_cp1251_page_decodes_to_cyrillic(data):

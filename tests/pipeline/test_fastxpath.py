@@ -2,13 +2,13 @@
 gives the same text with them as without."""
 import gzip
 import json
-import os
 
 import pytest
 from lxml import etree, html
 
 from pipeline import fastxpath
 from pipeline.extraction import ExtractConfig, extract_page
+from pipeline.warc import Page, read_file
 
 RE = {"re": "http://exslt.org/regular-expressions"}
 
@@ -98,15 +98,11 @@ def test_a_rule_it_cannot_compile_stays_with_lxml():
 def test_real_pages_select_the_same_elements_and_extract_the_same_text(data):
     """100 pages of trafilatura's evaluation set and 60 of the sample crawl: every rule call checked against
     libxml2 (check=True raises on a difference), and the extracted text equal to extraction without them."""
-    from pipeline.warc import Page, ReadConfig, plan_chunks, read_chunk
     root = data / "extraction/trafilatura-eval"
     rows = [json.loads(line) for line in open(root / "ground_truth.jsonl")][:100]
     pages = [(gzip.decompress((root / r["html_gz"]).read_bytes()), "", r["url"]) for r in rows]
-    warc = str(data / "warc/sample-crawl/sample-crawl-00001.warc.gz")
-    with open(warc, "rb") as fh:
-        head = fh.read(1 << 16)
-    chunk = plan_chunks(warc, os.path.getsize(warc), head, 1 << 40)[0]
-    pages += [(p.body, p.content_type, p.url) for p in read_chunk(chunk, ReadConfig()) if isinstance(p, Page)][:60]
+    warc = read_file(str(data / "warc/sample-crawl/sample-crawl-00001.warc.gz"))
+    pages += [(p.body, p.content_type, p.url) for p in warc if isinstance(p, Page)][:60]
     cfg = ExtractConfig()
     plain = [extract_page(body, ct, url, cfg) for body, ct, url in pages]
     del fastxpath.mismatches[:]

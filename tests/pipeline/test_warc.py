@@ -7,16 +7,7 @@ from collections import Counter
 import pytest
 
 from pipeline.warc import (Chunk, ErrorReason, Page, ReadConfig, ReadError, Skip, detect_mode, find_record_start,
-                           plan_chunks, read_chunk)
-
-
-def read_file(path, cfg=ReadConfig(), split_bytes=1 << 40):
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
-    outcomes = []
-    for chunk in plan_chunks(path, os.path.getsize(path), head, split_bytes):
-        outcomes.extend(read_chunk(chunk, cfg))
-    return outcomes
+                           read_file)
 
 
 def summary(outcomes):
@@ -64,8 +55,8 @@ def test_sample_crawl_file_has_690_pages_with_gold_urls(sample_warcs, data):
 
 
 def test_splitting_reads_every_record_once(sample_warcs):
-    whole = read_file(sample_warcs[1])
-    split = read_file(sample_warcs[1], split_bytes=1 << 16)     # ~200 chunks, most starting mid-record
+    whole = list(read_file(sample_warcs[1]))
+    split = list(read_file(sample_warcs[1], split_bytes=1 << 16))     # ~200 chunks, most starting mid-record
     assert summary(split) == summary(whole)
     assert [p.offset for p in split if isinstance(p, Page)] == [p.offset for p in whole if isinstance(p, Page)]
 
@@ -109,7 +100,7 @@ def test_corrupt_member_is_one_error_and_reading_goes_on(resiliparse, tmp_path):
     damaged[victim + 30:victim + 200] = os.urandom(170)
     path = tmp_path / "damaged.warc.gz"
     path.write_bytes(bytes(damaged))
-    outcomes = read_file(str(path))
+    outcomes = list(read_file(str(path)))
     errors = [o for o in outcomes if isinstance(o, ReadError)]
     assert [e.offset for e in errors] == [victim]
     assert len(outcomes) == 50                   # 49 good records + 1 error: nothing else lost
@@ -120,7 +111,7 @@ def test_file_cut_mid_record_keeps_records_before(resiliparse, tmp_path):
     members = member_offsets(resiliparse)
     path = tmp_path / "cut.warc.gz"
     path.write_bytes(resiliparse[:(members[30] + members[31]) // 2])
-    outcomes = read_file(str(path))
+    outcomes = list(read_file(str(path)))
     assert len(outcomes) == 31
     assert isinstance(outcomes[-1], ReadError) and outcomes[-1].offset == members[30]
     assert not any(isinstance(o, ReadError) for o in outcomes[:-1])
@@ -129,7 +120,7 @@ def test_file_cut_mid_record_keeps_records_before(resiliparse, tmp_path):
 def test_not_a_warc_is_an_error_not_a_crash(data, tmp_path):
     path = tmp_path / "notes.warc"
     path.write_bytes((data / "text/wikitext-2-raw-v1.test.txt").read_bytes()[:100_000])
-    outcomes = read_file(str(path))
+    outcomes = list(read_file(str(path)))
     assert len(outcomes) == 1 and outcomes[0].reason == ErrorReason.BAD_WARC_HEADER
 
 
