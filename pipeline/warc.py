@@ -389,7 +389,8 @@ def _read_from(stream: BinaryIO, position: int, chunk: Chunk, cfg: ReadConfig):
             record = next(records)
         except StopIteration:
             return None
-        except _READ_ERRORS as e:
+        except Exception as e:     # noqa: BLE001 — warcio parsing bytes from the web: any failure is this record's
+            # (besides _READ_ERRORS, e.g. AttributeError from its HTTP parser on a response with no Target-URI)
             yield ReadError(chunk.path, record_start, _error_reason(e), f"{type(e).__name__}: {e}"[:200])
             return record_start + 1
         if record_start >= chunk.end:   # the record began in the next chunk: it is read there

@@ -107,6 +107,27 @@ def test_corrupt_member_is_one_error_and_reading_goes_on(resiliparse, tmp_path):
     assert errors[0].reason in (ErrorReason.BAD_GZIP, ErrorReason.BAD_WARC_HEADER, ErrorReason.TRUNCATED_RECORD)
 
 
+@pytest.mark.parametrize("framing", ["members", "plain"])
+def test_response_without_target_uri_is_one_error(resiliparse, tmp_path, framing):
+    # WARC-Target-URI is mandatory on a response; warcio's HTTP parser fails on its absence with an
+    # AttributeError, which once ended the whole run
+    members = member_offsets(resiliparse)
+    records = [gzip.decompress(resiliparse[a:b]) for a, b in zip(members, members[1:] + [len(resiliparse)])]
+    victim = next(i for i, r in enumerate(records) if b"WARC-Type: response" in r[:200])
+    header, _, rest = records[victim].partition(b"\r\n\r\n")
+    lines = header.split(b"\r\n")
+    records[victim] = b"\r\n".join(x for x in lines if not x.startswith(b"WARC-Target-URI")) + b"\r\n\r\n" + rest
+    assert records[victim] != gzip.decompress(resiliparse[members[victim]:members[victim + 1]])
+    chunks = [gzip.compress(r) if framing == "members" else r for r in records]
+    path = tmp_path / "no-uri.warc"
+    path.write_bytes(b"".join(chunks))
+    outcomes = list(read_file(str(path)))
+    errors = [o for o in outcomes if isinstance(o, ReadError)]
+    assert len(errors) == 1 and errors[0].reason == ErrorReason.BAD_WARC_HEADER
+    assert errors[0].offset == sum(len(c) for c in chunks[:victim]) and "AttributeError" in errors[0].detail
+    assert len(outcomes) == 50 and summary(outcomes)["page"] == 15
+
+
 def test_file_cut_mid_record_keeps_records_before(resiliparse, tmp_path):
     members = member_offsets(resiliparse)
     path = tmp_path / "cut.warc.gz"
