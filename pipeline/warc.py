@@ -395,6 +395,13 @@ def _read_from(stream: BinaryIO, position: int, chunk: Chunk, cfg: ReadConfig):
             return record_start + 1
         if record_start >= chunk.end:   # the record began in the next chunk: it is read there
             return None
+        length = record.rec_headers.get_header("Content-Length")
+        if (getattr(record.rec_headers, "protocol", "") or "").startswith("WARC/") and \
+                not (length or "").strip().isdigit():
+            # warcio reads a bad length as 0 and its block as the next "record": one error for both, then re-sync
+            yield ReadError(chunk.path, record_start, ErrorReason.BAD_WARC_HEADER,
+                            f"Content-Length {length!r} is not a number of bytes")
+            return record_start + 1
         try:
             outcome = _classify(record, chunk.path, record_start, cfg)
             missing = _drain(record)

@@ -1,6 +1,7 @@
 """The WARC reader on the real files in ../shared/data/warc, and on real files we damage on purpose."""
 import gzip
 import os
+import re
 import zlib
 from collections import Counter
 
@@ -126,6 +127,22 @@ def test_response_without_target_uri_is_one_error(resiliparse, tmp_path, framing
     assert len(errors) == 1 and errors[0].reason == ErrorReason.BAD_WARC_HEADER
     assert errors[0].offset == sum(len(c) for c in chunks[:victim]) and "AttributeError" in errors[0].detail
     assert len(outcomes) == 50 and summary(outcomes)["page"] == 15
+
+
+@pytest.mark.parametrize("length", [b"banana", b"-50", b""])
+def test_a_length_that_is_not_a_number_is_one_error(resiliparse, tmp_path, length):
+    """warcio takes it as 0 and reads the block as the next record: the record was counted as a skip and again
+    as an error, so 50 records made 51 outcomes."""
+    members = member_offsets(resiliparse)
+    records = [gzip.decompress(resiliparse[a:b]) for a, b in zip(members, members[1:] + [len(resiliparse)])]
+    victim = next(i for i, r in enumerate(records) if i > 2 and b"WARC-Type: metadata" in r[:200])
+    records[victim] = re.sub(rb"Content-Length: \d+", b"Content-Length: " + length, records[victim], count=1)
+    path = tmp_path / "bad-length.warc"
+    path.write_bytes(b"".join(records))
+    outcomes = list(read_file(str(path)))
+    errors = [o for o in outcomes if isinstance(o, ReadError)]
+    assert len(outcomes) == 50 and len(errors) == 1
+    assert errors[0].offset == sum(len(r) for r in records[:victim]) and "Content-Length" in errors[0].detail
 
 
 def test_file_cut_mid_record_keeps_records_before(resiliparse, tmp_path):
