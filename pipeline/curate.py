@@ -36,8 +36,10 @@ from training.artifacts import (
     MANIFEST,
     ArtifactError,
     FolderLock,
+    problems,
     read_manifest,
     refuse_own_input,
+    remove_files,
     write_manifest,
 )
 
@@ -100,7 +102,13 @@ def expand_inputs(specs: list[str]) -> list[str]:
             matches = FileSystems.match([pattern])[0].metadata_list
             if not matches:
                 raise FileNotFoundError(f"no input file matches {pattern!r}")
+            for match in matches:
+                if "://" not in match.path and Path(match.path).is_dir():
+                    raise FileNotFoundError(f"{match.path}: a folder; give WARC files or a glob such as "
+                                            f"'{match.path.rstrip('/')}/*.warc.gz'")
             paths.extend(m.path for m in matches)
+    if specs and not paths:
+        raise FileNotFoundError(f"--input {','.join(specs)!r} names no file")
     return sorted(set(paths))
 
 
@@ -226,8 +234,7 @@ def curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args: list
         return _curate(paths, output_dir, cfg, beam_args, progress, started, local)
 
 
-DATASET_FILES = ("stats.json", "mix_plan.json", "mix.json", "mix.png", "README.md", "corpus.png")
-DATASET_FOLDERS = ("data", "errors", "rejected", "domains", PROGRESS_DIR)
+CURATE_FILES = ("stats.json", "mix_plan.json", "mix.json", "mix.png")     # beside data/, named by curation
 
 
 def check_dataset_folder(out: Path) -> None:
@@ -238,20 +245,75 @@ def check_dataset_folder(out: Path) -> None:
         raise ArtifactError(f"{out}: a file is there, expected a folder for the dataset")
     staged = (out / WORK_DIR).is_dir() and any(staged_file(p.relative_to(out / WORK_DIR).as_posix())
                                                for p in (out / WORK_DIR).glob("*/*"))
-    ours = (out / "stats.json").is_file() or (out / PROGRESS_DIR).is_dir() or staged or \
+    ours = _curation_stats(out) or bool(_markers(out)) or staged or \
         ((out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset")
     if any(p.name != LOCK for p in out.iterdir()) and not ours:
         raise ArtifactError(f"{out}: not empty and not a curated dataset (no stats.json, {PROGRESS_DIR}/ or "
                             f"dataset {MANIFEST}); nothing there is touched: choose an empty or new folder")
 
 
-def write_dataset_manifest(out: Path, config: dict) -> None:
-    """OUT/manifest.json (kind dataset) over what curation (and `refinery publish`) wrote there."""
-    files = [name for name in DATASET_FILES if (out / name).is_file()]
-    for folder in DATASET_FOLDERS:
-        files += [p.relative_to(out).as_posix() for p in sorted((out / folder).rglob("*")) if p.is_file()
-                  and not p.name.startswith(".")] if (out / folder).is_dir() else []
-    write_manifest(out, "dataset", files, config=config)
+def _curation_stats(out: Path) -> bool:
+    """Whether OUT/stats.json is one curation wrote (a user's file of that name is not)."""
+    try:
+        stats = json.loads((out / "stats.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(stats, dict) and all(key in stats for key in ("records_in", "kept", "shards", "config"))
+
+
+def _markers(out: Path) -> dict[str, dict]:
+    """The progress markers curation wrote in OUT/_progress/ (marker file → its JSON: an input, its outputs)."""
+    found = {}
+    for path in sorted((out / PROGRESS_DIR).glob("*.json")):
+        try:
+            marker = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(marker, dict) and isinstance(marker.get("input"), str) and \
+                isinstance(marker.get("outputs"), list) and all(isinstance(o, str) for o in marker["outputs"]) \
+                and path.stem == shard_name(marker["input"]):
+            found[path.relative_to(out).as_posix()] = marker
+    return found
+
+
+def remove_dataset(out: Path) -> None:
+    """Take back what curation wrote in the local folder OUT so it is curated again from scratch (`refinery run`
+    without --resume): the files its dataset manifest lists, each input's outputs and progress marker, the
+    staged work. Anything else there stays, and folders this leaves empty go."""
+    if not out.exists():
+        return
+    check_dataset_folder(out)
+    with FolderLock(out):                   # not while another process curates into it
+        outputs = [f for marker_file, marker in _markers(out).items() for f in (*marker["outputs"], marker_file)]
+        files = [*outputs, *(["stats.json"] if _curation_stats(out) else [])]
+        if (out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset":
+            manifest = read_manifest(out)
+            # beside the shards: a card or plot changed since it was written (edited by hand) is not ours to remove
+            others = sorted(set(manifest["files"]) - set(outputs))
+            changed = [line for line in problems(out, manifest, others) if not line.endswith(": missing")]
+            if changed:
+                raise ArtifactError(f"{changed[0]}: changed since it was written; move it away before curating "
+                                    f"{out} again from scratch")
+            files += [*manifest["files"], MANIFEST]
+        clean_work(str(out), keep=None)
+        remove_files(out, files)
+        # an empty dataset, so that curation takes the folder back even with files of yours left in it
+        write_manifest(out, "dataset", [])
+
+
+def write_dataset_manifest(out: Path, config: dict, written: tuple[str, ...] = ()) -> None:
+    """OUT/manifest.json (kind dataset) over what curation (and `refinery publish`) wrote there: each input's
+    outputs and progress marker, the files beside them curation names, `written` (publish's card, plot and
+    per-domain files) and what an earlier manifest listed. Never a file someone else put there, which a later
+    run from scratch (remove_dataset) would then remove."""
+    files = set(written) | set(CURATE_FILES)
+    if (out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset":
+        files |= set(read_manifest(out)["files"])
+    for marker_file, marker in _markers(out).items():
+        files |= {marker_file, *marker["outputs"]}
+    root = out.resolve()
+    write_manifest(out, "dataset", sorted(f for f in files if isinstance(f, str) and (out / f).is_file()
+                                          and (out / f).resolve().is_relative_to(root)), config=config)
 
 
 def _curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args, progress: bool, started: float,

@@ -63,6 +63,16 @@ def shard_name(path: str) -> str:
     return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
+def dataset_files(dataset_dir: str) -> list[str]:
+    """The Parquet files of a curated dataset (its folder or its data/ folder), in path order: what readers of
+    its documents read (a file of another kind in data/, a user's notes, is not one)."""
+    for pattern in (join(dataset_dir, "data", "*.parquet"), join(dataset_dir, "*.parquet")):
+        found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        if found:
+            return found
+    raise FileNotFoundError(f"no Parquet files in {dataset_dir} or {dataset_dir}/data")
+
+
 def join(*parts: str) -> str:
     return FileSystems.join(*parts)
 

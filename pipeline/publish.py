@@ -25,7 +25,7 @@ import yaml
 
 from pipeline import corpus
 from pipeline.curate import write_dataset_manifest
-from pipeline.dataset import SCHEMA
+from pipeline.dataset import SCHEMA, dataset_files
 from training.artifacts import ArtifactError, problems, read_manifest, safe_name, stray_files
 from training.files import write_atomic
 from training.shards import ShardError, read_header, scan_shard
@@ -48,16 +48,18 @@ def publish(dataset_dir: str, license: str = "other", name: str | None = None) -
     if not stats_path.is_file():
         raise FileNotFoundError(f"{stats_path} not found: publish a folder `refinery curate` wrote")
     stats = json.loads(stats_path.read_text())
-    table = pads.dataset(str(root / "data"), format="parquet").to_table()
+    table = pads.dataset(dataset_files(str(root)), format="parquet").to_table()
     languages = Counter(x for x in table.column("language").to_pylist() if x) if "language" in table.column_names \
         else Counter()
     domains = sorted({d or "other" for d in table.column("domain").to_pylist()}) \
         if "domain" in table.column_names else []
+    parts = {domain: f"domains/{safe_name(domain, 'domain label')}/part-0.parquet" for domain in domains}
+    _refuse_others(root, [CARD, CORPUS_PLOT, *parts.values()])
     for domain in domains:                     # one file per domain, for one config per domain
         part = table.filter(pc.equal(pc.fill_null(table.column("domain"), "other"), domain))
         buffer = io.BytesIO()
         pq.write_table(part, buffer, compression="zstd")
-        write_atomic(root / "domains" / safe_name(domain, "domain label") / "part-0.parquet", buffer.getvalue())
+        write_atomic(root / parts[domain], buffer.getvalue())
     meta = {"license": license, "pretty_name": name or root.name,
             "language": [lang for lang, _ in languages.most_common()],
             "size_categories": [_size_category(table.num_rows)],
@@ -84,8 +86,18 @@ def publish(dataset_dir: str, license: str = "other", name: str | None = None) -
              "## Config used", "", "```yaml", yaml.safe_dump(stats.get("config", {}), sort_keys=False).strip(),
              "```", ""]
     write_atomic(root / CARD, "\n".join(card))
-    write_dataset_manifest(root, stats.get("config", {}))
+    write_dataset_manifest(root, stats.get("config", {}), (CARD, CORPUS_PLOT, *parts.values()))
     return {"documents": table.num_rows, "domains": domains, "files": len(read_manifest(root)["files"])}
+
+
+def _refuse_others(root: Path, names: list[str]) -> None:
+    """Publish replaces its card, plot and per-domain files, and nothing else: a file of those names that the
+    dataset's manifest does not list as it is (a README.md of the user's, say) is refused, before any write."""
+    manifest = read_manifest(root) if (root / "manifest.json").is_file() else {"files": {}}
+    for name in names:
+        if (root / name).exists() and (name not in manifest["files"] or problems(root, manifest, [name])):
+            raise ArtifactError(f"{root / name}: not a file refinery publish wrote (or changed since); nothing is "
+                                f"replaced: move it away, then publish again")
 
 
 def corpus_section(root: Path, stats: dict | None, table) -> list[str]:

@@ -22,22 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.dataset import join, write_atomic
+from pipeline.dataset import dataset_files, join, write_atomic
 from pipeline.runner import quiet_workers, runner_options
 from training.artifacts import FolderLock, prepare_output, safe_name, sha256_file, write_manifest
 from training.shards import shard_bytes
 from training.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer
 
 _COLUMNS = ("id", "text", "domain", "repeat", "warc_file", "warc_record_id", "warc_offset")
-
-
-def dataset_files(dataset_dir: str) -> list[str]:
-    """The Parquet files of a curated dataset (its folder or its data/ folder)."""
-    for pattern in (join(dataset_dir, "data", "*.parquet"), join(dataset_dir, "*.parquet")):
-        found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-        if found:
-            return found
-    raise FileNotFoundError(f"no Parquet files in {dataset_dir} or {dataset_dir}/data")
 
 
 class TokenizeFileDoFn(beam.DoFn):

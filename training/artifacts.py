@@ -160,11 +160,63 @@ def prepare_output(output: str | Path, kind: str, inputs: list[str | Path] = (),
     return out
 
 
+def prepare_file(output: str | Path, inputs: list = (), ours=None, what: str = "file") -> Path:
+    """Check OUTPUT before a command writes one file there (a model, results, a JSONL): refused if it is, holds or
+    sits inside one of `inputs`, if it is a folder, or if a file is there that this command did not write
+    (`ours(path)` says whether it did; an empty file holds nothing to lose). Returns the path."""
+    out = Path(output)
+    refuse_own_input(out, [str(i) for i in inputs if i])
+    if out.is_dir():
+        raise ArtifactError(f"{out}: a folder is there, expected the name of the {what} to write")
+    if out.is_file() and out.stat().st_size and not (ours is not None and ours(out)):
+        raise ArtifactError(f"{out}: a file is there that is not a {what} refinery wrote; nothing is replaced: move "
+                            f"it away or choose another name")
+    return out
+
+
+def json_with(*keys: str):
+    """`ours` for prepare_file: a JSON object holding these keys."""
+    def ours(path: Path) -> bool:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(record, dict) and all(key in record for key in keys)
+    return ours
+
+
+def jsonl_with(*keys: str):
+    """`ours` for prepare_file: JSON lines whose first row holds these keys."""
+    def ours(path: Path) -> bool:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                first = next((line for line in fh if line.strip()), "")
+            record = json.loads(first)
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(record, dict) and all(key in record for key in keys)
+    return ours
+
+
 def remove_listed(folder: Path, manifest: dict) -> None:
-    """Remove the files a manifest lists (and the manifest), then any folder this leaves empty."""
-    for rel in manifest["files"]:
-        (folder / rel).unlink(missing_ok=True)
-    (folder / MANIFEST).unlink(missing_ok=True)
+    """Remove the files a manifest lists (and the manifest), then any folder this leaves empty. Refused, with
+    nothing removed, if a listed file is no longer what the manifest recorded (someone changed or replaced it:
+    it is not the command's own any more)."""
+    changed = [line for line in problems(folder, manifest) if not line.endswith(": missing")]
+    if changed:
+        raise ArtifactError(f"{changed[0]}{f' (and {len(changed) - 1} more)' if len(changed) > 1 else ''}: not "
+                            f"replacing a file changed since it was written; move it away first")
+    remove_files(folder, [*manifest["files"], MANIFEST])
+
+
+def remove_files(folder: Path, files) -> None:
+    """Remove these files (paths relative to `folder`, each one a command wrote), then any folder this leaves
+    empty; nothing else. A path that leads out of the folder (`..`, absolute, a link) is not followed."""
+    root = folder.resolve()
+    for rel in files:
+        path = folder / rel
+        if path.resolve().is_relative_to(root) and not path.is_symlink():
+            path.unlink(missing_ok=True)
     for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
         try:
             sub.rmdir()

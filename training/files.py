@@ -12,6 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 
 def cache_dir() -> Path:
     """Where refinery keeps what it can make again (a fetched model, the decontamination index):
@@ -100,4 +103,31 @@ def read_rows(path: str | Path) -> list[tuple[int, dict]]:
     for number, row in rows:
         if not isinstance(row, dict):
             raise ValueError(f"{path}, {unit} {number}: expected a JSON object, got {type(row).__name__}")
+    return rows
+
+
+def parquet_texts(path: str | Path, columns: tuple[str, ...] = ("text",)) -> list[tuple]:
+    """Rows (a tuple of `columns` each) of a Parquet file, or of every *.parquet under a folder in path order
+    (a curated dataset: under its data/). A file that is not Parquet, lacks a column or holds something other than text
+    there is an error naming it; a folder without Parquet files is one too."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no dataset at {path}")
+    if path.is_dir() and (path / "data").is_dir():
+        path = path / "data"                    # a curated dataset: its documents, not rejected/ or domains/
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"{path}: no Parquet files in it (a curated dataset that kept nothing?)")
+    rows = []
+    for file in files:
+        try:
+            table = pq.read_table(file, columns=list(columns))
+        except (OSError, ValueError, KeyError, pa.ArrowException) as e:
+            raise ValueError(f"{file}: not a Parquet file with column(s) {', '.join(columns)} "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        for name in columns:
+            kind = table.schema.field(name).type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+                raise ValueError(f"{file}: column {name} holds {kind}, expected text")
+        rows += zip(*(table.column(name).to_pylist() for name in columns))
     return rows

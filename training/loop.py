@@ -34,7 +34,7 @@ import torch.distributed as td
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from training.artifacts import LOCK, MANIFEST, FolderLock, prepare_output, write_manifest
+from training.artifacts import LOCK, MANIFEST, FolderLock, prepare_output, read_manifest, write_manifest
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.config import at_least, within
 from training.cpu import warn_if_busy
@@ -252,19 +252,31 @@ def train(model, batches, objective, optim: OptimConfig, run: RunConfig, evaluat
     reads (the output may not be or hold one); `provenance`: recorded in the run's manifest (the tokenizer's
     sha256, the data's and the starting model's)."""
     main = int(os.environ.get("RANK", "0")) == 0
+    foreign = frozenset()
     if main:                # the run folder is ours alone: checked, then locked while we write it
         prepare_output(run.out_dir, "run", inputs, overwrite=run.overwrite, keep=resume)
+        foreign = _not_listed(Path(run.out_dir))
     with torch_threads(run.threads), (FolderLock(run.out_dir) if main else contextlib.nullcontext()):
         return _train(model, batches, objective, optim, run, evaluate, config, resume, flops_per_token, after,
-                      baselines, {**(provenance or {}), "inputs": [str(i) for i in inputs]})
+                      baselines, {**(provenance or {}), "inputs": [str(i) for i in inputs]}, foreign)
 
 
-def write_run_manifest(out_dir: Path, provenance: dict, config: dict | None) -> None:
-    """RUN/manifest.json over what the run wrote so far; checkpoints' files taken from their own manifests."""
+def _not_listed(out_dir: Path) -> frozenset[str]:
+    """Files already in the run folder that its manifest (if any) does not list: someone else's, so never listed
+    by this run (a later --overwrite removes only what the manifest lists)."""
+    listed = set(read_manifest(out_dir)["files"]) if (out_dir / MANIFEST).is_file() else set()
+    return frozenset(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")
+                     if p.is_file() and p.relative_to(out_dir).as_posix() not in listed)
+
+
+def write_run_manifest(out_dir: Path, provenance: dict, config: dict | None, foreign=frozenset()) -> None:
+    """RUN/manifest.json over what the run wrote so far (not the `foreign` files that were there before it);
+    checkpoints' files taken from their own manifests."""
     files, entries = [], {}
     for path in sorted(out_dir.rglob("*")):
         rel = path.relative_to(out_dir).as_posix()
-        if not path.is_file() or rel in (MANIFEST, LOCK) or any(part.endswith(".tmp") for part in path.parts):
+        if not path.is_file() or rel in (MANIFEST, LOCK) or rel in foreign or \
+                any(part.endswith(".tmp") for part in path.parts):
             continue
         if rel.startswith("checkpoints/step-") and (path.parent / MANIFEST).is_file() and path.name != MANIFEST:
             entries[rel] = json.loads((path.parent / MANIFEST).read_text())["files"].get(path.name)
@@ -278,7 +290,7 @@ def write_run_manifest(out_dir: Path, provenance: dict, config: dict | None) -> 
 
 
 def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evaluate, config, resume: bool,
-           flops_per_token: float | None, after, baselines, provenance: dict) -> dict:
+           flops_per_token: float | None, after, baselines, provenance: dict, foreign: frozenset) -> dict:
     kind = run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dist = setup_distributed(kind)
     device = pick_device(run, dist.local_rank)
@@ -291,7 +303,7 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
     if dist.main:
         if config is not None:
             write_atomic(out_dir / "config.json", json.dumps(config, indent=1))
-        write_run_manifest(out_dir, provenance, config)
+        write_run_manifest(out_dir, provenance, config, foreign)
 
     model.to(device)
     optimizer = make_optimizer(model, optim, device)
@@ -335,7 +347,7 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
             save_checkpoint(out_dir, model, optimizer,
                             {"step": step, "tokens": tokens, "elapsed_s": round(elapsed, 3),
                              "data_position": {"step": step}}, keep=run.keep_checkpoints)
-            write_run_manifest(out_dir, provenance, config)
+            write_run_manifest(out_dir, provenance, config, foreign)
 
     def run_eval() -> str | None:
         """Evaluate and log; the reason to stop, if the evaluation gives one."""
@@ -449,7 +461,7 @@ def _train(model, batches, objective, optim: OptimConfig, run: RunConfig, evalua
             plot_loss(log_path, out_dir / "loss.png", baselines)
         except Exception as e:       # a plot must not fail a finished run
             log.warning("loss plot not written: %s", e)
-        write_run_manifest(out_dir, provenance, config)
+        write_run_manifest(out_dir, provenance, config, foreign)
     if dist.world > 1:
         td.barrier()
     return summary

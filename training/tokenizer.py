@@ -22,11 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as pads
 import sentencepiece as spm
 
-from training.artifacts import ArtifactError, prepare_output, write_manifest
-from training.files import write_atomic
+from training.artifacts import ArtifactError, prepare_output, refuse_own_input, write_manifest
+from training.files import parquet_texts, write_atomic
 
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|sep|>")
 MODEL_FILE, CONFIG_FILE = "tokenizer.model", "tokenizer.json"
@@ -48,21 +47,18 @@ class TokenizerConfig:
 def read_documents(inputs: list[str]):
     """Texts of curated datasets: folders or files of Parquet with a `text` column."""
     for spec in inputs:
-        path = Path(spec)
-        if not path.exists():
-            raise FileNotFoundError(f"no dataset at {spec}")
-        table = pads.dataset(str(path), format="parquet").to_table(columns=["text"])
-        yield from (t for t in table.column("text").to_pylist() if t)
+        yield from (t for t, in parquet_texts(spec) if t)
 
 
 def train_tokenizer(inputs: list[str], output_dir: str, cfg: TokenizerConfig = TokenizerConfig(), log=print,
                     overwrite: bool = False) -> dict:
     """Train on a sample of the documents of `inputs`; write tokenizer.model, tokenizer.json and a manifest."""
     started = time.monotonic()
-    out = prepare_output(output_dir, "tokenizer", inputs, overwrite=overwrite)
-    documents = list(read_documents(inputs))
+    refuse_own_input(output_dir, inputs)
+    documents = list(read_documents(inputs))      # a bad input fails before the output folder is made
     if not documents:
         raise ValueError(f"no text to train on in {', '.join(inputs)}")
+    out = prepare_output(output_dir, "tokenizer", inputs, overwrite=overwrite)
     random.Random(cfg.seed).shuffle(documents)
     used_bytes = used_docs = 0
     lines = []                      # sentencepiece trains on lines: one line per paragraph

@@ -26,6 +26,7 @@ from pipeline.app.report import write_ablation_report
 from pipeline.app.run import (
     Recorder,
     RunOptions,
+    check_tasks,
     command_line,
     curate_config,
     curate_stage,
@@ -161,9 +162,11 @@ def mc_note(rows: list[dict], tasks: list[str], arms: list[str]) -> str:
 
 def ablate(opts: AblateOptions) -> dict:
     out = Path(opts.output)
-    own_folder(out, "ablation-run.json", "ablate")
     arms = arms_of(opts, out)
     paths = resolve_inputs(RunOptions(inputs=opts.inputs)) if any(a.config is not None for a in arms) else []
+    own_folder(out, "ablation-run.json", "ablate", [*paths, *(a.spec for a in arms), opts.train_config,
+                                                     opts.tokenizer or ""])
+    check_tasks(opts.tasks)
     if not opts.seeds:
         raise ValueError("give at least one seed")
     probe = train_config(opts.train_config, train_sets(opts.train_set, out / "tokens", out / "probe", 1))
@@ -179,6 +182,7 @@ def ablate(opts: AblateOptions) -> dict:
     record = {"options": dataclasses.asdict(opts), "inputs": paths, "steps": steps, "tokens": tokens,
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine()}
     rec = Recorder(out / "ablation-run.json", record, tuple(names))
+    rec.save()                          # the folder is this command's from now on, even if a stage fails
     beam = list(opts.beam_args)
     for arm in arms:
         if arm.config is not None:

@@ -17,7 +17,7 @@ import pyarrow.dataset as pads
 import yaml
 
 from pipeline import corpus
-from pipeline.dataset import write_atomic
+from pipeline.dataset import dataset_files, write_atomic
 from training.loop import read_log, tokens_axis
 
 _CSS = """
@@ -146,7 +146,7 @@ def drops_section(stats: dict) -> str:
 
 def domain_mix(curated: Path, tokens: dict | None) -> list[list]:
     columns = ["text", "domain"]
-    data = pads.dataset(str(curated / "data"), format="parquet")
+    data = pads.dataset(dataset_files(str(curated)), format="parquet")
     names = set(data.schema.names)
     table_ = data.to_table(columns=[c for c in columns if c in names]).to_pydict()
     docs, chars = {}, {}

@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -35,11 +34,11 @@ from pipeline.app.options import add_options, from_args, option
 from pipeline.app.report import write_run_report
 from pipeline.commoncrawl import CC_BASE, resolve_crawl
 from pipeline.config import load_config
-from pipeline.curate import curate, expand_inputs
+from pipeline.curate import curate, expand_inputs, remove_dataset
 from pipeline.dataset import write_atomic
 from pipeline.shared_data import shared_data_dir
 from pipeline.tokenize import tokenize
-from training.artifacts import ArtifactError
+from training.artifacts import ArtifactError, refuse_own_input
 from training.checkpoint import latest_checkpoint
 from training.eval.evaluate import markdown_table, run_eval
 from training.eval.tasks import load_task
@@ -154,21 +153,32 @@ def _read(path: str) -> str:
         return ""
 
 
-def own_folder(out: Path, marker: str, what: str) -> None:
-    """Refuse an output folder that holds something and is not one of this command's (no `marker` file): the
-    stages below replace their own subfolders, and must never touch anything else."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir()) and not (out / marker).is_file()):
-        raise ArtifactError(f"{out}: not empty and not a folder `refinery {what}` wrote (no {marker}); nothing there "
-                            f"is touched: choose an empty or new folder")
+_RECORD_KEYS = ("options", "started", "machine", "stages")     # what every run.json / ablation-run.json holds
 
 
-def _fresh(*paths: Path) -> None:
-    """Remove a stage's previous output, inside a run folder this command owns (own_folder checked it)."""
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+def check_tasks(tasks) -> None:
+    """Every evaluation task can be loaded: an unknown name is an error before anything trains, not after."""
+    for name in tasks:
+        if name != "wikitext":
+            load_task(name, shared_data_dir(), limit=1)
+
+
+def own_folder(out: Path, marker: str, what: str, inputs: list[str] = ()) -> None:
+    """Refuse an output folder that holds or is one of `inputs`, or that holds something and is not one of this
+    command's (its `marker` file is not a record this command wrote). Stages then replace only what they wrote
+    (the files their manifests list), and never touch anything else."""
+    refuse_own_input(out, [p for p in inputs if "://" not in p])
+    if not out.exists() or out.is_dir() and not any(out.iterdir()):
+        return
+    record = None
+    if out.is_dir() and (out / marker).is_file():
+        try:
+            record = json.loads((out / marker).read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            pass
+    if not isinstance(record, dict) or not all(key in record for key in _RECORD_KEYS):
+        raise ArtifactError(f"{out}: not empty and not a folder `refinery {what}` wrote (no {marker} of its own); "
+                            f"nothing there is touched: choose an empty or new folder")
 
 
 def command_line(*parts) -> str:
@@ -231,7 +241,7 @@ def quality_stage(model_path: str) -> tuple[str, dict]:
 
 def curate_stage(paths: list[str], out: Path, cfg, beam_args, resume: bool, progress: bool) -> tuple[str, dict]:
     if not resume:
-        _fresh(out)
+        remove_dataset(out)
     result = curate(paths, str(out), cfg, list(beam_args), progress=progress)
     if result.funnel["kept"] == 0:
         raise ValueError(f"no document of {len(paths)} input files was kept: nothing to train on")
@@ -245,8 +255,8 @@ def tokenizer_stage(datasets: list[Path], out: Path, vocab_size: int, resume: bo
         info = json.loads((out / CONFIG_FILE).read_text())
         if info["config"]["vocab_size"] == vocab_size:
             return "reused", {"vocab_size": vocab_size, "documents": info["documents"]}
-    _fresh(out)
-    info = train_tokenizer([str(d) for d in datasets], str(out), TokenizerConfig(vocab_size=vocab_size))
+    info = train_tokenizer([str(d) for d in datasets], str(out), TokenizerConfig(vocab_size=vocab_size),
+                           overwrite=True)       # replaces the files an earlier tokenizer's manifest lists, only
     return "ran", {"vocab_size": vocab_size, "documents": info["documents"]}
 
 
@@ -256,8 +266,7 @@ def tokenize_stage(dataset: Path, tokenizer_dir: Path, out: Path, beam_args, res
         done = json.loads(summary.read_text())
         if done["tokenizer_sha256"] == Tokenizer(str(tokenizer_dir)).sha256:
             return "reused", {"tokens": done["tokens"]}
-    _fresh(out)
-    result = tokenize(str(dataset), str(tokenizer_dir), str(out), list(beam_args))
+    result = tokenize(str(dataset), str(tokenizer_dir), str(out), list(beam_args), overwrite=True)
     return "ran", {"tokens": result["tokens"], "domains": len(result["domains"])}
 
 
@@ -269,8 +278,7 @@ def train_stage(cfg, resume: bool) -> tuple[str, dict]:
     elif resume and out.is_dir() and latest_checkpoint(out) is not None:
         summary, status = pretrain(cfg, resume=True), "resumed"
     else:
-        _fresh(out)
-        summary, status = pretrain(cfg), "ran"
+        summary, status = pretrain(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, overwrite=True))), "ran"
     final = summary.get("final_eval") or {}
     return status, {"steps": summary["steps"], "tokens": summary["tokens"], "params": summary.get("params"),
                     "held_out_bpb": final.get("bpb"), "unigram_bpb": summary.get("unigram_bpb")}
@@ -307,10 +315,11 @@ def run(opts: RunOptions, argv: list[str] = ()) -> dict:
     """Every stage in order (skipping complete ones under `resume`); then DIR/report.html. Returns run.json's
     record. Raises ValueError / FileNotFoundError / ConfigError before any work, StageError during it."""
     out = Path(opts.output)
-    own_folder(out, "run.json", "run")
     quality_model = opts.quality_model if opts.quality else ""
     cfg = curate_config(opts.config, quality_model)             # bad config, missing input: fail before work
     paths = resolve_inputs(opts)
+    own_folder(out, "run.json", "run", [*paths, opts.config, opts.train_config, quality_model])
+    check_tasks(opts.tasks)
     sets = train_sets(opts.train_set, out / "tokens", out / "train", opts.steps, opts.progress)
     train_cfg = train_config(opts.train_config, sets)
     out.mkdir(parents=True, exist_ok=True)

@@ -325,3 +325,36 @@ def test_stages_keep_and_drop_only_through_the_ledger():
             continue
         source = path.read_text()
         assert not re.search(r"Metrics\.counter|\[\"trace\"\]\.append|items\.dropped\(", source), path.name
+
+
+def test_remove_dataset_takes_back_only_what_curation_wrote(sample_run, tmp_path):
+    """`refinery run` without --resume curates again from scratch: what curation wrote goes (listed, staged or
+    marked), a user's files in the same folders stay."""
+    import shutil
+    from pipeline.curate import remove_dataset
+    folder = tmp_path / "curated"
+    shutil.copytree(sample_run[1], folder)
+    mine = {"keep.txt": "mine", "data/notes.txt": "mine", "_progress/notes.json": '{"input": "x", "outputs": []}'}
+    for rel, text in mine.items():
+        (folder / rel).write_text(text)
+    # a marker and its output left by an interrupted run (no manifest lists them)
+    marker = next((folder / "_progress").glob("sample-crawl-00000*.json"))
+    extra = json.loads(marker.read_text())
+    extra["input"] = extra["input"].replace("00000", "99999")
+    from pipeline.dataset import shard_name
+    extra["outputs"] = ["data/left-over.parquet", "../outside.parquet"]
+    (folder / "data/left-over.parquet").write_bytes(b"x")
+    (tmp_path / "outside.parquet").write_bytes(b"x")
+    (folder / "_progress" / f"{shard_name(extra['input'])}.json").write_text(json.dumps(extra))
+    remove_dataset(folder)
+    left = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != ".lock")
+    assert left == sorted([*mine, "manifest.json"])      # an empty dataset's: curation takes the folder back
+    assert json.loads((folder / "manifest.json").read_text())["files"] == {}
+    assert (tmp_path / "outside.parquet").exists()      # a marker's path out of the folder is not followed
+    # a folder holding someone else's stats.json is not a dataset: refused, nothing touched
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "stats.json").write_text('{"mine": 1}')
+    with pytest.raises(ValueError, match="not a curated dataset"):
+        remove_dataset(other)
+    assert (other / "stats.json").read_text() == '{"mine": 1}'

@@ -93,6 +93,29 @@ def test_resume_reuses_complete_stages_and_a_failing_stage_names_itself(tiny_run
     assert record["machine"]["gpu"] and record["machine"]["load_average_1m"] >= 0
 
 
+def test_a_run_again_replaces_only_what_its_stages_wrote(tiny_run, crawl_slice, tmp_path):
+    """`refinery run` into its own folder without --resume (`make run` twice): each stage removes what its
+    manifest lists and runs again, to the same results; files of yours in the stage folders stay, unlisted."""
+    from tests.conftest import REPO
+    _, first = tiny_run
+    out = tmp_path / "run"
+    shutil.copytree(first, out)
+    mine = ["notes.txt", "curated/notes.txt", "curated/data/notes.txt", "tokenizer/notes.txt", "tokens/notes.txt",
+            "train/notes.txt", "train/checkpoints/notes.txt"]
+    for rel in mine:
+        (out / rel).write_text("mine")
+    assert main(["run", str(REPO / "configs/sample.yaml"), "--output", str(out), "--input", crawl_slice,
+                 "--no-quality", "--steps", "20", *TINY]) == 0
+    assert all((out / rel).read_text() == "mine" for rel in mine)
+    for stage in ("curated", "tokenizer", "tokens", "train"):
+        listed = json.loads((out / stage / "manifest.json").read_text())["files"]
+        assert not any(name.endswith("notes.txt") for name in listed), stage
+    before, after = (json.loads((d / "curated/stats.json").read_text()) for d in (first, out))
+    assert {k: v for k, v in after.items() if k != "wall_s"} == {k: v for k, v in before.items() if k != "wall_s"}
+    losses = [json.loads((d / "train/summary.json").read_text())["final_eval"]["bpb"] for d in (first, out)]
+    assert losses[0] == losses[1]
+
+
 @pytest.mark.parametrize("case, expected", [
     ("unknown_key", "nonsense"), ("missing_input", "no input file matches"), ("train_key", "nonsense")])
 def test_bad_config_or_missing_input_exits_2_before_any_work(case, expected, tmp_path, capsys, crawl_slice):

@@ -259,3 +259,35 @@ def test_token_axis_labels_are_short():
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     plt.close(fig)
     assert "160k" in labels and all(len(label) <= 5 for label in labels), labels     # was 100000, 200000, ...
+
+
+def test_overwrite_and_resume_list_and_remove_only_the_runs_files(sample_tokens, tmp_path, capsys):
+    """A user's files in a run folder are never listed in its manifest, so no later --overwrite removes them; a
+    listed file someone changed is not replaced; a manifest entry out of the folder is not followed."""
+    out = tmp_path / "run"
+    args = ["train", *tiny(sample_tokens, out), "--set", "run.steps=2", "--set", "run.eval_every=2"]
+    assert main(args) == 0
+    (out / "keep.txt").write_text("mine")
+    (out / "checkpoints" / "keep.txt").write_text("mine")
+    for _ in range(2):                          # the second --overwrite removes what the first listed
+        assert main([*args, "--set", "run.overwrite=true"]) == 0
+        listed = json.loads((out / "manifest.json").read_text())["files"]
+        assert "keep.txt" not in listed and "checkpoints/keep.txt" not in listed and "summary.json" in listed
+    assert main([*args[:-4], "--set", "run.steps=3", "--set", "run.eval_every=3", "--resume", str(out)]) == 0
+    assert "keep.txt" not in json.loads((out / "manifest.json").read_text())["files"]
+    assert main([*args, "--set", "run.overwrite=true"]) == 0
+    assert (out / "keep.txt").read_text() == (out / "checkpoints" / "keep.txt").read_text() == "mine"
+    # a manifest that lists a path out of the folder: the file there stays
+    (tmp_path / "outside.txt").write_text("mine")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"]["../outside.txt"] = {"bytes": 4, "sha256": "0" * 64}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main([*args, "--set", "run.overwrite=true"]) == 2
+    assert "outside.txt" in capsys.readouterr().err and (tmp_path / "outside.txt").read_text() == "mine"
+    # a listed file changed since: refused, nothing removed
+    del manifest["files"]["../outside.txt"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "summary.json").write_text("edited by hand")
+    assert main([*args, "--set", "run.overwrite=true"]) == 2
+    assert "summary.json" in capsys.readouterr().err and (out / "log.jsonl").is_file()
