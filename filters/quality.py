@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from filters.verdict import Verdict
 
 POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+_TOKEN = re.compile(r"\w+|[^\w\s\ud800-\udfff]")     # a lone surrogate (a JSON "\\ud800" escape) is no token
 _MAX_CHARS = 20_000          # the first 20k characters decide: enough for the classifier, bounded cost
 
 

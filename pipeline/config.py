@@ -8,6 +8,7 @@ name the key and what was expected, before any work starts.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,45 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> CurateCon
     data = apply_overrides(data, list(overrides))
     if isinstance(data.get("stages"), dict):
         raise ConfigError(old_stages_message(data["stages"], where))
-    return from_dict(CurateConfig, data, where=where)
+    cfg = from_dict(CurateConfig, data, where=where)
+    check_ranges(cfg, where)
+    return cfg
+
+
+_SHARES = ("fraction", "ratio", "min_score", "confidence", "threshold")     # names of values in [0, 1]
+_AT_LEAST_ONE = {"dedup.ngram", "dedup.bands", "dedup.rows", "dedup.num_perm", "dedup.rounds", "decontam.ngram",
+                 "repetition.max_period", "repetition.max_repeats", "c4.max_word_chars", "mix.max_repeat"}
+
+
+def check_ranges(cfg: CurateConfig, where: str = "config") -> None:
+    """Every number of every section in its range, whatever the filter's own checks: counts, lengths and limits
+    >= 0 (those in _AT_LEAST_ONE >= 1), shares and probabilities in [0, 1], a max_X not below its min_X. A
+    ConfigError names the key, what it must be and what it got."""
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(values):
+            continue
+        for f in dataclasses.fields(values):
+            key, value = f"{section.name}.{f.name}", getattr(values, f.name)
+            pairs = value if isinstance(value, tuple) and value and isinstance(value[0], tuple) else ()
+            for n, share in pairs:                      # Gopher's (n, max fraction) rows
+                if not (isinstance(n, int) and n >= 1 and 0 <= share <= 1):
+                    raise ConfigError(f"{where}: {key}: each row must be (n >= 1, fraction in [0, 1]), got "
+                                      f"{(n, share)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if value != value:
+                raise ConfigError(f"{where}: {key} must be a number, got {value}")
+            low = 1 if key in _AT_LEAST_ONE else 0
+            if value < low:
+                raise ConfigError(f"{where}: {key} must be >= {low}, got {value}")
+            if any(word in f.name for word in _SHARES) and value > 1:
+                raise ConfigError(f"{where}: {key} must be in [0, 1], got {value}")
+            if f.name.startswith("max_") and hasattr(values, "min_" + f.name[4:]):
+                low_value = getattr(values, "min_" + f.name[4:])
+                if value < low_value:
+                    raise ConfigError(f"{where}: {key} ({value}) is below {section.name}.min_{f.name[4:]} "
+                                      f"({low_value})")
 
 
 def old_stages_message(switches: dict, where: str) -> str:

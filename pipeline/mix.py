@@ -36,14 +36,15 @@ import pyarrow.dataset as pads
 from filters.domain import DOMAINS, domain_from_url
 from filters.quality import normalize_for_fasttext
 from pipeline import doc as items
-from pipeline.dataset import join, write_atomic
+from pipeline.dataset import dataset_files, join, write_atomic
 from pipeline.quality import resolve_inputs
-from pipeline.resources import FastTextModel
+from pipeline.resources import FastTextModel, prepare_model_file, save_fasttext
 from pipeline.stage import DocDoFn, Ledger, Stage
-from training.artifacts import sha256_file
+from training.files import parquet_texts
 
 BUCKETS = 4096
 _LABEL = "__label__"
+DOMAIN_LABELS = frozenset(_LABEL + d for d in DOMAINS)
 
 
 class Reason(str, enum.Enum):
@@ -212,7 +213,8 @@ class Mix(Stage):
         self.needs_every_input = bool(cfg.weights)        # the plan is computed over all documents
 
     def expand(self, pcoll):
-        model = FastTextModel(self.cfg.domain_model, "domain model") if self.cfg.domain_model else None
+        model = FastTextModel(self.cfg.domain_model, "domain model", labels=DOMAIN_LABELS) \
+            if self.cfg.domain_model else None
         if model is not None:
             model.check()                                  # fail before the job starts
         labelled = pcoll | "Label" >> beam.ParDo(LabelDomainDoFn(self.cfg, model, self.keep_rejected))
@@ -238,7 +240,7 @@ def mix_report(output_dir: str, plot: bool = True) -> dict:
     writes mix.json and, if matplotlib is there, mix.png beside the data."""
     root = Path(output_dir)
     the_plan = json.loads((root / "mix_plan.json").read_text()) if (root / "mix_plan.json").exists() else None
-    table = pads.dataset(str(root / "data"), format="parquet").to_table(columns=["domain", "text", "repeat"])
+    table = pads.dataset(dataset_files(output_dir), format="parquet").to_table(columns=["domain", "text", "repeat"])
     after: dict[str, int] = {}
     for domain, text, repeat in zip(*(table.column(c).to_pylist() for c in ("domain", "text", "repeat"))):
         after[domain or "other"] = after.get(domain or "other", 0) + estimate_tokens(text) * (repeat or 1)
@@ -287,14 +289,14 @@ def train_domain_classifier(inputs: list[str], output: str, epoch: int = 10, log
 
     import fasttext  # C extension: loaded on the worker that needs the model
 
+    paths = [path for spec in inputs for path in resolve_inputs(spec)]
+    prepare_model_file(output, [*inputs, *paths])
     examples = []
-    for spec in inputs:
-        for path in resolve_inputs(spec):
-            table = pads.dataset(str(path), format="parquet").to_table(columns=["url", "text"])
-            for url, text in zip(table.column("url").to_pylist(), table.column("text").to_pylist()):
-                domain = domain_from_url(url or "")
-                if domain and text:
-                    examples.append((domain, normalize_for_fasttext(text)))
+    for path in paths:
+        for url, text in parquet_texts(path, ("url", "text")):
+            domain = domain_from_url(url or "")
+            if domain and text:
+                examples.append((domain, normalize_for_fasttext(text)))
     labels = sorted({d for d, _ in examples})
     if len(labels) < 2:
         raise ValueError(f"the URL rules labelled {len(examples)} documents in {len(labels)} domain(s): need 2+")
@@ -311,10 +313,7 @@ def train_domain_classifier(inputs: list[str], output: str, epoch: int = 10, log
                                           minCount=1, thread=1, seed=0, verbose=0)
     finally:
         os.unlink(train_file)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    model.save_model(output)
-    write_atomic(output + ".json", json.dumps({"sha256": sha256_file(output), "inputs": inputs, "labels": labels,
-                                               "documents": len(examples)}, indent=1).encode())
+    save_fasttext(model, output, {"inputs": inputs, "labels": labels, "documents": len(examples)})
     correct = sum(model.predict(t, k=1)[0][0] == f"{_LABEL}{d}" for d, t in held)
     return {"documents": len(examples), "labels": labels, "held_out": len(held),
             "held_out_accuracy": round(correct / len(held), 4) if held else None}

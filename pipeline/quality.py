@@ -22,7 +22,6 @@ from typing import Iterator
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.dataset as pads
 
 from filters.quality import (
     NEGATIVE,
@@ -35,13 +34,14 @@ from filters.quality import (
 )
 from pipeline import doc as items
 from pipeline.charset import decode_html
-from pipeline.resources import FastTextModel, load_fasttext
+from pipeline.resources import FastTextModel, load_fasttext, prepare_model_file, save_fasttext
 from pipeline.shared_data import shared_data_dir
 from pipeline.stage import ApplyFilter, DocDoFn, Ledger, Stage
 from pipeline.warc import Page, read_file
-from training.artifacts import refuse_own_input, sha256_file
-from training.files import read_rows, write_atomic
+from training.artifacts import jsonl_with, prepare_file
+from training.files import parquet_texts, read_rows, write_atomic
 
+QUALITY_LABELS = frozenset({POSITIVE, NEGATIVE})
 HUMAN_LABELS = ("text/dclm-human-quality-labels/majority_data.jsonl",
                 "text/dclm-human-quality-labels/agreement_data.jsonl")
 MIN_WORDS = 20                              # shorter texts teach the classifier little
@@ -89,15 +89,12 @@ def read_texts(path: Path, field: str | None = None) -> Iterator[str]:
     headings, else paragraphs split at blank lines)."""
     name = path.name
     if path.is_dir() or name.endswith(".parquet"):
-        table = pads.dataset(str(path), format="parquet").to_table(columns=[field or "text"])
-        yield from (t for t in table.column(0).to_pylist() if t)
+        yield from (t for t, in parquet_texts(path, (field or "text",)) if t)
     elif name.endswith((".jsonl", ".jsonl.gz")):
-        with (gzip.open(path, "rt", encoding="utf-8") if name.endswith(".gz") else open(path, encoding="utf-8")) as fh:
-            for line in fh:
-                if line.strip():
-                    text = _json_text(json.loads(line), field)
-                    if text:
-                        yield text
+        for _, record in read_rows(path):            # a bad line is an error naming the file and line
+            text = _json_text(record, field)
+            if text:
+                yield text
     elif name.endswith(".json"):
         data = json.loads(path.read_text(encoding="utf-8"))
         for record in (data.values() if isinstance(data, dict) else data):
@@ -178,7 +175,7 @@ class ClassifierResult:
 def load_classifier(path: str):
     if not Path(path).is_file():
         raise FileNotFoundError(f"quality model not found: {path} (train one with `refinery quality train`)")
-    return load_fasttext(path)
+    return load_fasttext(path, QUALITY_LABELS, "quality model")
 
 
 def train_classifier(positives: list[str], negatives: list[str], output: str,
@@ -188,6 +185,7 @@ def train_classifier(positives: list[str], negatives: list[str], output: str,
     each for precision / recall / AUC, save the model and a `.json` card beside it."""
     import fasttext  # C extension: loaded on the worker that needs the model
     started = time.monotonic()
+    prepare_model_file(output, [str(p) for spec in [*positives, *negatives] for p in resolve_inputs(spec)])
     pos = load_texts(positives, field, cfg.max_docs_per_class, cfg.seed, log)
     neg = load_texts(negatives, field, cfg.max_docs_per_class, cfg.seed, log)
     if not pos or not neg:
@@ -203,7 +201,6 @@ def train_classifier(positives: list[str], negatives: list[str], output: str,
         held += of_label[:cut]
         used += of_label[cut:]
     rng.shuffle(used)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
         for label, text in used:
             fh.write(f"{label} {normalize_for_fasttext(text)}\n")
@@ -214,7 +211,6 @@ def train_classifier(positives: list[str], negatives: list[str], output: str,
                                           verbose=0)
     finally:
         os.unlink(train_file)
-    model.save_model(output)
     metrics = {}
     if held and len({label for label, _ in held}) == 2:
         scores = [quality_score(model, t) for _, t in held]
@@ -224,10 +220,9 @@ def train_classifier(positives: list[str], negatives: list[str], output: str,
                    "auc": round(roc_auc(scores, labels), 4)}
     result = ClassifierResult(output, {"positive": len(pos), "negative": len(neg), "trained_on": len(used)}, metrics,
                          time.monotonic() - started)
-    card = {"sha256": sha256_file(output), "positives": positives, "negatives": negatives, "counts": result.counts,
-            "holdout": metrics,
-            "config": cfg.__dict__, "normalisation": "filters.quality.normalize_for_fasttext"}
-    write_atomic(output + ".json", json.dumps(card, indent=1))
+    save_fasttext(model, output, {"positives": positives, "negatives": negatives, "counts": result.counts,
+                                  "holdout": metrics, "config": cfg.__dict__,
+                                  "normalisation": "filters.quality.normalize_for_fasttext"})
     return result
 
 
@@ -237,7 +232,11 @@ def evaluate(model_path: str, labelled: list[str] = HUMAN_LABELS) -> dict[str, d
     results = {}
     for spec in labelled:
         for path in resolve_inputs(spec):
-            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            records = []
+            for number, row in read_rows(path):
+                if not isinstance(row.get("text"), str) or row.get("label") not in (0, 1, "0", "1"):
+                    raise ValueError(f"{path}, line {number}: expected a text string and a label 0 or 1")
+                records.append(row)
             scores = [quality_score(model, r["text"]) for r in records]
             labels = [int(r["label"]) == 1 for r in records]
             precision, recall = precision_recall(scores, labels)
@@ -249,7 +248,7 @@ def evaluate(model_path: str, labelled: list[str] = HUMAN_LABELS) -> dict[str, d
 def score_jsonl(model_path: str, source: str, target: str, field: str = "text") -> int:
     """Copy JSONL `source` to `target` with `quality_score` added to each record; returns the count. The target
     is written to a temporary file and renamed into place at the end: never half, never over the source."""
-    refuse_own_input(target, [source])
+    prepare_file(target, [source, model_path, model_path + ".json"], jsonl_with("quality_score"), "scored JSONL")
     model = load_classifier(model_path)
     lines = []
     for number, record in read_rows(source):
@@ -294,7 +293,7 @@ class QualityScore(Stage):
     def expand(self, pcoll):
         model = FastTextModel(self.cfg.model_path, "quality model",
                               " (quality.model_path is empty: train a model with `refinery quality train` and pass "
-                              "it with --quality-model or quality.model_path)")
+                              "it with --quality-model or quality.model_path)", QUALITY_LABELS)
         top = self.cfg.top_fraction < 1.0
         scored = pcoll | "Score" >> ApplyFilter(self.name, score_quality, self.cfg, load=model,
                                                 record_keep=not top).keeping_rejected(self.keep_rejected)

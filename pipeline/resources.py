@@ -16,6 +16,7 @@ import importlib.metadata
 import io
 import json
 import logging
+import os
 import tarfile
 import zipfile
 from pathlib import Path
@@ -29,7 +30,7 @@ from filters.decontam import BenchmarkIndex, DecontamConfig
 from filters.language import LanguageConfig
 from filters.text import UNSPACED_LANGUAGES
 from pipeline.shared_data import shared_data_dir
-from training.artifacts import ArtifactError, sha256_file
+from training.artifacts import ArtifactError, json_with, prepare_file, sha256_file
 from training.files import cache_dir, write_atomic
 
 log = logging.getLogger(__name__)
@@ -58,16 +59,60 @@ def _must_exist(path: str, what: str) -> None:
         raise FileNotFoundError(f"{what} not found: {path}")
 
 
-def load_fasttext(path: str):
-    """A fastText model, checked against the sha256 its card (MODEL.json beside it) recorded when it was trained:
-    fastText loads a half-written model without complaint and scores with it."""
+def load_fasttext(path: str, labels: frozenset[str] | None = None, what: str = "model"):
+    """A fastText model, checked against the sha256 its card (MODEL.json beside it) recorded when it was trained
+    (fastText loads a half-written model without complaint and scores with it), and, without a card, against
+    the size its matrices need. `labels`: the labels a model of this kind has (a quality model's are not a
+    domain model's); a model with others is refused."""
     import fasttext  # C extension: loaded on the worker that needs the model
     check_model_card(path)
     fasttext.FastText.eprint = lambda *args, **kwargs: None     # silence its load-time warning
     try:
-        return fasttext.load_model(path)
-    except Exception as e:          # fastText raises ValueError / RuntimeError on a file that is not a model
+        model = fasttext.load_model(path)
+    except Exception as e:          # fastText raises ValueError / RuntimeError / MemoryError on a file that is not one
         raise ArtifactError(f"{path}: not a fastText model ({type(e).__name__}: {str(e)[:100]})") from None
+    if "://" not in str(path) and not model.is_quantized():
+        rows = len(model.words) + model.f.getArgs().bucket + len(model.get_labels())
+        needed, size = 4 * model.get_dimension() * rows, os.path.getsize(path)
+        if size < needed:
+            raise ArtifactError(f"{path}: {size:,} bytes, but its matrices alone take {needed:,}: truncated")
+    if labels is not None and not set(model.get_labels()) <= labels:
+        found = ", ".join(sorted(model.get_labels())[:4])
+        raise ArtifactError(f"{path}: not a {what} (its labels are {found}...; a {what} has "
+                            f"{', '.join(sorted(labels)[:6])})")
+    return model
+
+
+_FASTTEXT_MAGIC = (793712314).to_bytes(4, "little")    # the first 4 bytes of every fastText .bin
+
+
+def is_fasttext_model(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == _FASTTEXT_MAGIC
+    except OSError:
+        return False
+
+
+def prepare_model_file(output: str, inputs: list = ()) -> None:
+    """Before training a fastText model into OUTPUT (and its card OUTPUT.json): neither may be an input nor a file
+    that is not an earlier model / card of ours (training/artifacts.py: prepare_file)."""
+    prepare_file(output, inputs, is_fasttext_model, "fastText model")
+    prepare_file(output + ".json", inputs, json_with("sha256"), "model card")
+    if Path(output).parent.exists() and not Path(output).parent.is_dir():
+        raise ArtifactError(f"{output}: {Path(output).parent} is a file, not a folder")
+
+
+def save_fasttext(model, output: str, card: dict) -> None:
+    """The model written whole or not at all (a temporary name, then renamed), then its card with its sha256."""
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    temporary = f"{output}.tmp-{os.getpid()}"
+    try:
+        model.save_model(temporary)
+        os.replace(temporary, output)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    write_atomic(output + ".json", json.dumps({"sha256": sha256_file(output), **card}, indent=1).encode())
 
 
 def check_model_card(path: str) -> None:
@@ -170,17 +215,20 @@ def language_model_path(cfg: LanguageConfig) -> str:
 class FastTextModel:
     """A fastText model file (language ID, quality, domains). `path` is resolved when the graph is built."""
 
-    def __init__(self, path: str | None, what: str, hint: str = ""):
-        self.path, self.what, self.hint = path, what, hint
+    def __init__(self, path: str | None, what: str, hint: str = "", labels: frozenset[str] | None = None):
+        self.path, self.what, self.hint, self.labels = path, what, hint, labels
 
     def check(self) -> None:
+        """Before the job: the file is there and (for a model of known labels, on a local path) loads as one."""
         if not self.path:
             raise FileNotFoundError(f"{self.what}: no model given{self.hint}")
         _must_exist(self.path, self.what)
         check_model_card(self.path)
+        if self.labels is not None and "://" not in self.path:
+            load_fasttext(self.path, self.labels, self.what)
 
     def __call__(self):
-        return load_fasttext(self.path)
+        return load_fasttext(self.path, self.labels, self.what)
 
 
 class LanguageModel(FastTextModel):

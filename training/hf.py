@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from training.artifacts import ArtifactError
 from training.checkpoint import load_model_weights
 from training.files import cache_dir, write_atomic
 from training.model import ModelConfig, Transformer
@@ -141,7 +142,10 @@ def load_hf(directory: str | Path) -> Transformer:
         raise FileNotFoundError(f"{directory}: no .safetensors weights")
     state = {}
     for f in files:
-        state.update(load_file(str(f)))
+        try:
+            state.update(load_file(str(f)))
+        except Exception as e:      # safetensors raises its own SafetensorError (and OSError) on a damaged file
+            raise ArtifactError(f"{f}: not a readable safetensors file ({type(e).__name__}: {str(e)[:100]})") from None
     return from_hf_state_dict(state, cfg)
 
 

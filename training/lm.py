@@ -363,6 +363,9 @@ class LM:
         window."""
         window = min(window or self.max_length, self.max_length)
         stride = stride or window // 2
+        if stride > window:
+            raise ValueError(f"--stride {stride} is more than the window of {window} tokens: the tokens between "
+                             f"windows would go unscored yet counted")
         ids = self.tokenizer.rolling_prefix + self.encode(text)
         total, scored, done = 0.0, 0, 1                # ids[0], the document-start token, is context only
         while done < len(ids):
@@ -395,6 +398,10 @@ def load_lm(spec: str | Path, tokenizer: str | None = None, device: str = "cpu",
         tok = _SentencePiece(checked_tokenizer(hf or path, tokenizer, other_tokenizer))
     if tok.vocab_size > model.cfg.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size:,} ids, the model {model.cfg.vocab_size:,}")
+    if hf is None and tok.vocab_size < model.cfg.vocab_size:
+        # our models have exactly their tokenizer's pieces; a smaller one cannot decode what the model writes
+        raise ValueError(f"tokenizer has {tok.vocab_size:,} pieces, the model {model.cfg.vocab_size:,} ids: "
+                         f"ids from {tok.vocab_size:,} on could not be read or written")
     return LM(model=model, tokenizer=tok, name=path.name or str(path), batch_size=batch_size)
 
 
@@ -410,7 +417,8 @@ def find_tokenizer(path: str | Path) -> Path:
                 return Path(tokens) / "tokenizer"
         if (folder / "tokenizer.model").is_file():
             return folder
-    raise FileNotFoundError(f"{path}: cannot find its tokenizer; pass --tokenizer DIR")
+    raise FileNotFoundError(f"{path}: cannot find its tokenizer (no tokenizer.model in it or above it, and no "
+                            f"config.json naming a token folder that holds one)")
 
 
 def recorded_tokenizer(path: str | Path) -> str | None:
@@ -432,15 +440,17 @@ def recorded_tokenizer(path: str | Path) -> str | None:
     return None
 
 
-def checked_tokenizer(path: str | Path, tokenizer: str | None = None, other: bool = False) -> Tokenizer:
+def checked_tokenizer(path: str | Path, tokenizer: str | None = None, other: bool | None = None) -> Tokenizer:
     """The tokenizer for our model at `path` (`tokenizer`, else the one its run used), refused if its sha256 is
-    not the one the run recorded — another tokenizer of the same size loads without error and scores nonsense."""
+    not the one the run recorded — another tokenizer of the same size loads without error and scores nonsense.
+    `other`: the command's --other-tokenizer (True: use it anyway); None where the command has no such option."""
     chosen = Tokenizer(tokenizer or str(find_tokenizer(path)))
     expected = recorded_tokenizer(path)
     if expected and chosen.sha256 != expected and not other:
         raise ArtifactError(f"{path} was trained with the tokenizer of sha256 {expected[:12]}…, but "
                             f"{tokenizer or find_tokenizer(path)} holds {chosen.sha256[:12]}…: give the model's "
-                            f"own tokenizer, or --other-tokenizer to use this one anyway")
+                            f"own tokenizer" + ("" if other is None else ", or --other-tokenizer to use this one "
+                                                                        "anyway"))
     return chosen
 
 

@@ -24,6 +24,7 @@ from training.config import ConfigError, apply_overrides, from_dict, read_yaml
 from training.data import DataConfig, PretrainBatches
 from training.heldout import unigram_loss, windows_loss
 from training.hf import load_model
+from training.lm import recorded_tokenizer
 from training.loop import OptimConfig, RunConfig, decay_start, train
 from training.losses import moe_loss, next_token_loss
 from training.model import ModelConfig, Transformer
@@ -96,6 +97,11 @@ def pretrain(cfg: TrainConfig, resume: bool = False) -> dict:
     batches = PretrainBatches(cfg.data, cfg.run.batch_size, decay_start(cfg.optim, cfg.run.steps), tokenizer.eos_id)
     if batches.main.tokenizer_sha256 != tokenizer.sha256:
         raise ValueError(f"{cfg.data.tokens}: the shards were made by another tokenizer than tokenizer/")
+    if cfg.run.init_from:               # the same size is not the same tokenizer: ids would mean other pieces
+        recorded = recorded_tokenizer(cfg.run.init_from)
+        if recorded and recorded != tokenizer.sha256:
+            raise ConfigError(f"run.init_from {cfg.run.init_from} was trained with the tokenizer of sha256 "
+                              f"{recorded[:12]}…, the tokens in {cfg.data.tokens} with {tokenizer.sha256[:12]}…")
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg)
     token_bytes = tokenizer.token_bytes()

@@ -26,6 +26,14 @@ def configure(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def _read_line() -> str:
+    """One line of the terminal or a pipe; bytes that are not UTF-8 become U+FFFD (whatever the locale says)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:                  # a text stream without bytes under it (tests, embedding)
+        return sys.stdin.readline()
+    return buffer.readline().decode("utf-8", "replace")
+
+
 def main(args, beam_args: list[str]) -> int:
     lm = load_lm(args.model)
     start = [{"role": "system", "content": args.system}] if args.system else []
@@ -35,7 +43,7 @@ def main(args, beam_args: list[str]) -> int:
     while True:
         if interactive:
             print("you> ", end="", flush=True)
-        line = sys.stdin.readline()
+        line = _read_line()
         if not line or line.strip() == "/quit":
             return 0
         if line.strip() == "/reset":

@@ -73,13 +73,29 @@ def add_run_options(parser, model_help: str = MODELS) -> None:
                         help="with --lora: also save the model with the adapters merged in (RUN/model, an HF folder)")
 
 
+def saved_config(run_dir: str, loader, sets: list[str] = ()):
+    """The config a run folder saved (RUN/config.json) through `loader`, with --set overrides: for --resume. A
+    file that is not JSON, or a run another verb made, is an error naming the folder."""
+    saved = Path(run_dir) / "config.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.json (not a run folder to resume)")
+    try:
+        base = json.loads(saved.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{saved}: not readable JSON ({e})") from None
+    if not isinstance(base, dict):
+        raise ValueError(f"{saved}: expected a JSON object of config sections")
+    try:
+        return loader(None, [*sets, f"run.out_dir={run_dir}"], base=base)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{run_dir}: its config.json does not fit this command (a run another verb made?): "
+                         f"{str(e)[:160]}") from None
+
+
 def run_config(loader, args, overrides: list[str]):
     """A fresh run's config (--config, the flags as `overrides`), or a resumed run's saved config.json, then --set."""
     if args.resume:
-        saved = Path(args.resume) / "config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{args.resume}: no config.json (not a run folder to resume)")
-        return loader(None, [*args.set, f"run.out_dir={args.resume}"], base=json.loads(saved.read_text()))
+        return saved_config(args.resume, loader, args.set)
     if not args.model or not args.output:
         raise UsageError("give --model and --output (or --resume RUN_DIR)")
     if getattr(args, "merge", False) and not args.lora:

@@ -7,12 +7,13 @@ refinery contamination --model out/train --benchmark ../shared/data/mc/copa.json
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tqdm import tqdm
 
 from pipeline.app.common import at_least_two, open_unit_interval, positive_int
+from training.artifacts import json_with, prepare_file
 from training.eval.contamination import OrderTestConfig, lm_logprob, order_test, read_examples
+from training.files import write_atomic
 from training.lm import load_lm
 
 
@@ -35,6 +36,9 @@ def configure(parser) -> None:
 
 def main(args, beam_args: list[str]) -> int:
     cfg = OrderTestConfig(shards=args.shards, permutations=args.permutations)
+    if args.output:
+        prepare_file(args.output, [args.benchmark, args.model, args.tokenizer or ""], json_with("p_value", "benchmark"),
+                     "contamination result")
     examples = read_examples(args.benchmark)[:args.limit]
     if len(set(examples)) < 2:
         raise ValueError(f"{args.benchmark}: every example is identical: there is no order to test")
@@ -50,5 +54,5 @@ def main(args, beam_args: list[str]) -> int:
           f"mean log-prob gain of the canonical order {result['mean_logprob_gain']:.3f} nats over "
           f"{result['shards']} shards x {result['permutations']} permutations)")
     if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=1))
+        write_atomic(args.output, json.dumps(result, indent=1))
     return 0

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.app.common import at_least_two, non_negative_int, positive_int, split_list
+from pipeline.app.common import UsageError, at_least_two, non_negative_int, positive_int, split_list
 from pipeline.shared_data import shared_data_dir
 from training.eval.evaluate import markdown_table, run_eval
 from training.eval.tasks import TASKS
+from training.artifacts import json_with, jsonl_with, prepare_file
 from training.files import write_atomic
 
 
@@ -59,9 +60,18 @@ def configure(parser) -> None:
 
 
 def main(args, beam_args: list[str]) -> int:
+    if not split_list(args.tasks):
+        raise UsageError(f"--tasks {args.tasks!r} names no task")
     samples = [] if args.log_samples else None
-    if args.log_samples and Path(args.log_samples).is_dir():
-        raise ValueError(f"--log-samples {args.log_samples}: a folder is there, expected a file name")
+    inputs = [args.model, args.tokenizer or ""]
+    if args.output:             # checked before any model runs: never over an input or a file eval did not write
+        if args.log_samples and Path(args.log_samples).resolve() == Path(args.output).resolve():
+            raise ValueError(f"--log-samples and --output are the same file ({args.output})")
+        prepare_file(args.output, [*inputs, args.log_samples or ""], json_with("_meta"), "results file")
+        prepare_file(Path(args.output).with_suffix(".md"), inputs,
+                     lambda _: json_with("_meta")(Path(args.output)), "results table")
+    if args.log_samples:
+        prepare_file(args.log_samples, inputs, jsonl_with("task", "requests"), "samples file")
     results = run_eval(args.model, split_list(args.tasks), shared_data_dir(), limit=args.limit, shots=args.shots,
                        tokenizer=args.tokenizer, batch_size=args.batch_size, window=args.window, stride=args.stride,
                        text_bytes=args.text_bytes, progress=not args.no_progress,

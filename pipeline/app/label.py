@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline.app.common import UsageError, non_negative_float, port_number, positive_int, text, unit_interval
-from training.artifacts import refuse_own_input
+from training.artifacts import jsonl_with, prepare_file, refuse_own_input
 from training.post.label import (
     DEFAULT_GUIDELINES,
     LOOPBACK,
@@ -90,7 +90,11 @@ def serve_main(args) -> int:
         raise UsageError(f"--output {output} is a folder; give the JSONL file the judgements go to")
     if not output.parent.is_dir():
         raise UsageError(f"--output {output}: its folder {output.parent} does not exist")
-    refuse_own_input(output, [args.responses or "", args.prompts or "", args.guidelines or ""])
+    inputs = [args.responses or "", args.prompts or "", args.guidelines or ""]
+    refuse_own_input(output, inputs)
+    saved = output.with_name(output.name.removesuffix(".jsonl") + ".responses.jsonl")
+    if args.model:              # the responses it samples are saved beside the output: checked before the model runs
+        prepare_file(saved, [*inputs, args.model], jsonl_with("id", "prompt", "a", "b"), "responses file")
     guidelines = Path(args.guidelines).read_text(encoding="utf-8") if args.guidelines else DEFAULT_GUIDELINES
     if args.model:
         prompts = read_prompts(args.prompts)
@@ -98,7 +102,6 @@ def serve_main(args) -> int:
                                progress=lambda i, n: print(f"\r[label] generating responses {i}/{n}", end="",
                                                            file=sys.stderr, flush=True))
         print(file=sys.stderr)
-        saved = output.with_name(output.name.removesuffix(".jsonl") + ".responses.jsonl")
         write_items(items, saved)
         print(f"[label] {len(items)} items -> {saved} (next time: --responses {saved})")
         if args.generate_only:

@@ -7,6 +7,8 @@ refinery scaling cost --params 400e9 --tokens 15.6e12 --gpus 16000 --mfu 0.4
 """
 from __future__ import annotations
 
+import math
+
 from pipeline.app.common import (
     UsageError,
     at_least_two,
@@ -71,9 +73,12 @@ def _sizes(text: str) -> list[tuple[str, int, int]]:
 
 def _numbers(text: str, kind, option: str) -> list:
     try:
-        return [kind(float(x)) if kind is int else kind(x) for x in split_list(text)]
-    except ValueError:
+        numbers = [kind(float(x)) if kind is int else kind(x) for x in split_list(text)]
+    except (ValueError, OverflowError):
         raise UsageError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+    if not numbers or any(not math.isfinite(n) or n <= 0 for n in numbers):
+        raise UsageError(f"{option}: expected numbers > 0, got {text!r}")
+    return numbers
 
 
 def main(args, beam_args: list[str]) -> int:

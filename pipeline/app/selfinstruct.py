@@ -7,7 +7,8 @@ refinery selfinstruct --output out/synthetic.jsonl --n 50
 from __future__ import annotations
 
 from pipeline.app.common import SEED_TASKS, positive_int, shared_paths
-from training.post.selfinstruct import SelfInstructConfig, run_self_instruct
+from training.artifacts import json_with, jsonl_with, prepare_file
+from training.post.selfinstruct import SelfInstructConfig, read_seed_instructions, run_self_instruct
 
 
 def configure(parser) -> None:
@@ -27,6 +28,11 @@ def configure(parser) -> None:
 
 def main(args, beam_args: list[str]) -> int:
     seeds = args.seeds or shared_paths([SEED_TASKS])[0]
+    # checked before the model loads: never over the seeds or the model, nor a file selfinstruct did not write
+    prepare_file(args.output, [seeds, args.model or ""], jsonl_with("prompt", "completion", "source"), "synthetic data")
+    prepare_file(f"{args.output}.stats.json", [seeds, args.model or ""], json_with("accepted", "outcomes"),
+                 "statistics file")
+    read_seed_instructions(seeds)
     stats = run_self_instruct(args.model, seeds, args.output, SelfInstructConfig(n=args.n, seed=args.seed))
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(stats["outcomes"].items()) if k != "accepted")
     print(f"[selfinstruct] {stats['accepted']} of {stats['candidates']} candidates accepted "

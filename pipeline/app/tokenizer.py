@@ -21,11 +21,13 @@ def configure(parser) -> None:
     train.add_argument("--sample-bytes", type=positive_int, default=200_000_000, metavar="B",
                        help="train on at most this much text (default 200 MB)")
     train.add_argument("--output", required=True, metavar="TOK_DIR")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier tokenizer in TOK_DIR (only the files its manifest lists are removed)")
 
 
 def main(args, beam_args: list[str]) -> int:
     cfg = TokenizerConfig(vocab_size=args.vocab_size, sample_bytes=args.sample_bytes)
-    info = train_tokenizer([dataset_data(p) for p in args.input], args.output, cfg)
+    info = train_tokenizer([dataset_data(p) for p in args.input], args.output, cfg, overwrite=args.overwrite)
     print(f"[tokenizer] {args.output}/tokenizer.model: {args.vocab_size:,} pieces from {info['documents']:,} "
           f"documents in {info['wall_s']} s (sha256 {info['sha256'][:12]})")
     return 0

@@ -8,10 +8,7 @@ torchrun --nproc_per_node N -m pipeline.app.cli train --config FILE
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from pipeline.app.common import add_config_options
+from pipeline.app.common import add_config_options, saved_config
 from training.pretrain import load_train_config, pretrain
 
 
@@ -32,11 +29,7 @@ def configure(parser) -> None:
 
 def main(args, beam_args: list[str]) -> int:
     if args.resume:
-        saved = Path(args.resume) / "config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{args.resume}: no config.json (not a training run folder)")
-        cfg = load_train_config(args.config, [*args.set, f"run.out_dir={args.resume}"],
-                                base=json.loads(saved.read_text()))
+        cfg = saved_config(args.resume, lambda _, sets, base: load_train_config(args.config, sets, base=base), args.set)
     else:
         cfg = load_train_config(args.config, [*args.set, *(["run.overwrite=true"] if args.overwrite else [])])
     summary = pretrain(cfg, resume=bool(args.resume))

@@ -7,6 +7,9 @@ def test_normalisation_is_one_line_of_tokens():
     assert normalize_for_fasttext("Hello,  World!\nIt's 3.14") == "hello , world ! it ' s 3 . 14"
     assert normalize_for_fasttext("") == ""
     assert "\n" not in normalize_for_fasttext("a\nb\r\nc")
+    # a lone surrogate (JSON "\ud800") is no token: fastText takes only text that encodes as UTF-8
+    assert normalize_for_fasttext("\ud800 gardening \udfff words") == "gardening words"
+    normalize_for_fasttext("caf\u00e9 \U0001f600").encode("utf-8")
 
 
 @pytest.mark.parametrize("score, cfg, reason", [

@@ -114,12 +114,16 @@ def test_domain_classifier_trains_on_url_labelled_documents(docs, tmp_path):
     import pyarrow.parquet as pq
 
     from pipeline.app.cli import main
-    from pipeline.mix import classify_domain
-    from pipeline.quality import load_classifier
+    from pipeline.mix import DOMAIN_LABELS, classify_domain
+    from pipeline.resources import load_fasttext
     pq.write_table(pa.Table.from_pylist([{"url": d["url"], "text": d["text"]} for d in docs]), tmp_path / "d.parquet")
     model = str(tmp_path / "domain.bin")
     assert main(["domains", "train", "--input", str(tmp_path / "d.parquet"), "--output", model]) == 0
-    classifier = load_classifier(model)
+    classifier = load_fasttext(model, DOMAIN_LABELS, "domain model")
     labels = {classify_domain(classifier, d["text"], 0.0) for d in docs[:50]}
     assert labels <= set(URLS) and labels
     assert main(["domains", "train", "--input", str(tmp_path / "none"), "--output", model]) == 2
+    # a domain model is not a quality model, nor the other way round: refused by their labels
+    from pipeline.quality import load_classifier
+    with pytest.raises(ValueError, match="not a quality model"):
+        load_classifier(model)

@@ -28,3 +28,15 @@ def test_filters_on_the_seed_tasks(data):
     assert reply_problem("List rivers.", "The Danube, the Rhine", False) == "unfinished_reply"
     assert reply_problem("List rivers.", "list rivers", True) == "reply_copies_instruction"
     assert request(["A.", "B."]).endswith("Task 1: A.\nTask 2: B.\nTask 3:")
+
+
+def test_runs_on_a_model_of_ours(small_base, tmp_path, data):
+    """Self-Instruct on one of our runs (our tokenizer, our role tokens), not only on an HF or GGUF model: it once
+    failed at once measuring the vocabulary. A 0.4 M-parameter model writes nothing usable; every candidate
+    it tried is counted by outcome."""
+    from training.post.selfinstruct import SelfInstructConfig, run_self_instruct
+    out = tmp_path / "synthetic.jsonl"
+    stats = run_self_instruct(str(small_base), data / "sft/self_instruct_seed_tasks.jsonl", out,
+                              SelfInstructConfig(n=1, max_rounds=2, instruction_tokens=8, reply_tokens=8),
+                              log=lambda *a: None)
+    assert stats["candidates"] == sum(stats["outcomes"].values()) >= 2 and out.is_file()

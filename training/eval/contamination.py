@@ -41,8 +41,16 @@ def read_examples(path: str | Path) -> list[str]:
     opener = open
     if path.suffix == ".bz2":
         opener = bz2.open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        return [line.rstrip("\n") for line in fh if line.strip()]
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            examples = [line.rstrip("\n") for line in fh if line.strip()]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None
+    if not examples:
+        raise ValueError(f"{path}: no examples (the file has no non-empty line)")
+    return examples
 
 
 def t_sf(t: float, dof: int) -> float:

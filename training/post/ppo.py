@@ -31,6 +31,7 @@ import torch
 from training.checkpoint import latest_checkpoint
 from training.config import ConfigError, at_least, load_config, read_yaml, within
 from training.generate import generate
+from training.lm import recorded_tokenizer
 from training.loop import OptimConfig, RunConfig, read_log, train
 from training.losses import IGNORE, gae, kl_k1, ppo_policy_loss, ppo_value_loss, token_logprobs, whiten
 from training.post.chat import chat_prompt, reply_closing, stop_ids
@@ -93,6 +94,10 @@ class PPOParams:
         if self.kl_bound <= 0:
             raise ValueError(f"ppo.kl_bound must be > 0, got {self.kl_bound}")
         at_least(self, 0.0, "kl_coef", "clip", "value_clip", "vf_coef")
+        if self.clip <= 0:
+            raise ValueError(f"ppo.clip must be > 0 (0 allows no change of the policy), got {self.clip}")
+        if self.minibatch > self.rollouts:
+            raise ValueError(f"ppo.minibatch ({self.minibatch}) must be at most ppo.rollouts ({self.rollouts})")
 
     @property
     def updates(self) -> int:
@@ -308,6 +313,10 @@ def train_ppo(cfg: PPOConfig, resume: bool = False, log=print) -> dict:
     if reward_model.cfg.vocab_size != policy.model.cfg.vocab_size:
         raise ValueError(f"reward model vocabulary {reward_model.cfg.vocab_size:,} != policy's "
                          f"{policy.model.cfg.vocab_size:,}: they must share the tokenizer")
+    ours, theirs = recorded_tokenizer(cfg.model), recorded_tokenizer(cfg.reward_model)
+    if ours and theirs and ours != theirs:   # same size, other pieces: its scores would read other words
+        raise ValueError(f"the reward model {cfg.reward_model} was trained with the tokenizer of sha256 "
+                         f"{theirs[:12]}…, the policy {cfg.model} with {ours[:12]}…: they must share the tokenizer")
     for p in reward_model.parameters():
         p.requires_grad_(False)
     if cfg.lora.enabled:                 # the reference: the policy's own backbone with its adapters off

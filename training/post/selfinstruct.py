@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.files import read_rows, write_atomic
 from training.generate import generate
 from training.hf import smollm2_gguf
 from training.lm import load_lm
@@ -81,7 +82,7 @@ def reply_problem(instruction: str, reply: str, finished: bool) -> str | None:
 
 
 def read_seed_instructions(path: str | Path) -> list[str]:
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [row for _, row in read_rows(path)]
     if not rows or "instruction" not in rows[0]:
         raise ValueError(f"{path}: expected JSONL rows with an instruction field (Self-Instruct seed tasks)")
     return [row["instruction"].strip() for row in rows]
@@ -108,8 +109,7 @@ def request(examples: list[str]) -> str:
 
 def newline_ids(tokenizer) -> set[int]:
     """Ids whose text holds a line break: generation of an instruction stops at the end of its line."""
-    raw = getattr(tokenizer, "tok", tokenizer)
-    return {i for i in range(len(raw)) if "\n" in raw.decode([i])}
+    return {i for i in range(tokenizer.vocab_size) if "\n" in tokenizer.decode([i])}
 
 
 def self_instruct(lm, seeds: list[str], cfg: SelfInstructConfig, progress=None) -> tuple[list[dict], Counter]:
@@ -157,10 +157,9 @@ def run_self_instruct(model: str | None, seeds_path: str | Path, output: str | P
     rows, outcomes = self_instruct(lm, seeds, cfg, progress)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps({**row, "source": f"self-instruct:{Path(model).name}"}, ensure_ascii=False) + "\n")
+    write_atomic(output, "".join(json.dumps({**row, "source": f"self-instruct:{Path(model).name}"}, ensure_ascii=False)
+                                 + "\n" for row in rows))
     stats = {"model": str(model), "seeds": len(seeds), "candidates": sum(outcomes.values()),
              "outcomes": dict(outcomes), "accepted": len(rows), "wall_s": round(time.perf_counter() - started, 1)}
-    Path(f"{output}.stats.json").write_text(json.dumps(stats, indent=1))
+    write_atomic(f"{output}.stats.json", json.dumps(stats, indent=1))
     return stats
