@@ -326,8 +326,9 @@ def _curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args, pro
     stale = [p for p in todo if p in existing]
     if stale:    # written under another config: remove what they wrote, so no old shard outlives its input
         print(f"[curate] {len(stale)} input files were written under another config: redoing them", flush=True)
-        for path in stale:
-            old = [join(output_dir, out) for out in existing[path]["outputs"]]
+        for path in stale:      # a marker's output path that leads out of the folder is not followed
+            old = [join(output_dir, out) for out in existing[path]["outputs"]
+                   if isinstance(out, str) and not out.startswith("/") and ".." not in out.split("/")]
             FileSystems.delete(old + [join(output_dir, PROGRESS_DIR, f"{shard_name(path)}.json")])
     clean_work(output_dir, keep=sha)    # other configs' staged chunks, and parts no marker vouches for
     if done:

@@ -130,6 +130,14 @@ def test_rerun_with_another_config_redoes_the_inputs(data, tmp_path, capsys):
     assert second["inputs_skipped_as_complete"] == 0 and second["kept"] > first["kept"]
     assert not any((output / "rejected").rglob("*.parquet"))     # the old run's rejected shards are gone
     assert set(second["dropped"]) <= {"extract"}
+    # a marker whose outputs lead out of the folder: redoing it under another config deletes only inside
+    marker = next((output / "_progress").glob("*.json"))
+    record = json.loads(marker.read_text())
+    (tmp_path / "outside.txt").write_text("mine")
+    record["outputs"].append("../outside.txt")
+    marker.write_text(json.dumps(record))
+    assert main(["curate", "--input", warc, "--output", str(output), "--no-progress"]) == 0
+    assert (tmp_path / "outside.txt").read_text() == "mine"
 
 
 def test_missing_input_and_bad_config_are_clear_errors(tmp_path, data, capsys):
