@@ -22,7 +22,8 @@ from apache_beam.io.filesystems import FileSystems
 from filters import c4, decontam, fineweb, gopher, language, nsfw, pii, repetition, url
 from pipeline import resources
 from pipeline.config import ConfigError, CurateConfig, to_dict
-from pipeline.dataset import PROGRESS_DIR, WriteDataset, completed_inputs, join, shard_name, total_funnel, write_atomic
+from pipeline.dataset import (PROGRESS_DIR, WriteDataset, completed_inputs, join, listed, progress_markers, remove,
+                              shard_name, total_funnel, write_atomic)
 from pipeline.dedup import DecideByKeys, Dedup, ExactDedup, KeyDedup, LineDedup, MinHashDedup, UrlDedup, key_spec
 from pipeline.extract import ExtractText
 from pipeline.mix import Mix, mix_report
@@ -97,6 +98,9 @@ def expand_inputs(specs: list[str]) -> list[str]:
     for spec in specs:
         for pattern in filter(None, (s.strip() for s in spec.split(","))):
             if pattern.startswith(("http://", "https://")):
+                paths.append(pattern)
+                continue
+            if "://" not in pattern and Path(pattern).is_file():    # as named, even `crawl[1].warc.gz`
                 paths.append(pattern)
                 continue
             matches = FileSystems.match([pattern])[0].metadata_list
@@ -183,12 +187,12 @@ class _Progress(threading.Thread):
             return None
 
     def read_so_far(self) -> tuple[int, int, int]:
-        for match in FileSystems.match([join(self.work, "*.json")])[0].metadata_list:
-            if match.path not in self.seen:
-                with FileSystems.open(match.path) as fh:
+        for path in listed(self.work, "*.json"):
+            if path not in self.seen:
+                with FileSystems.open(path) as fh:
                     marker = json.loads(fh.read())
                 end = min(marker["end"], marker["size"]) if marker["size"] else marker["end"]
-                self.seen[match.path] = (max(0, end - marker["chunk"]), marker["records"])
+                self.seen[path] = (max(0, end - marker["chunk"]), marker["records"])
         return len(self.seen), sum(b for b, _ in self.seen.values()), sum(r for _, r in self.seen.values())
 
     def run(self):
@@ -197,7 +201,7 @@ class _Progress(threading.Thread):
         while not self.stop.wait(self.every_s):
             try:
                 chunks, done, records = self.read_so_far()
-                written = len(FileSystems.match([join(self.output_dir, PROGRESS_DIR, "*.json")])[0].metadata_list)
+                written = len(listed(join(self.output_dir, PROGRESS_DIR), "*.json"))
             except Exception:
                 continue
             if base is None:
@@ -245,7 +249,7 @@ def check_dataset_folder(out: Path) -> None:
         raise ArtifactError(f"{out}: a file is there, expected a folder for the dataset")
     staged = (out / WORK_DIR).is_dir() and any(staged_file(p.relative_to(out / WORK_DIR).as_posix())
                                                for p in (out / WORK_DIR).glob("*/*"))
-    ours = _curation_stats(out) or bool(_markers(out)) or staged or \
+    ours = _curation_stats(out) or bool(progress_markers(str(out))) or staged or \
         ((out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset")
     if any(p.name != LOCK for p in out.iterdir()) and not ours:
         raise ArtifactError(f"{out}: not empty and not a curated dataset (no stats.json, {PROGRESS_DIR}/ or "
@@ -261,21 +265,6 @@ def _curation_stats(out: Path) -> bool:
     return isinstance(stats, dict) and all(key in stats for key in ("records_in", "kept", "shards", "config"))
 
 
-def _markers(out: Path) -> dict[str, dict]:
-    """The progress markers curation wrote in OUT/_progress/ (marker file → its JSON: an input, its outputs)."""
-    found = {}
-    for path in sorted((out / PROGRESS_DIR).glob("*.json")):
-        try:
-            marker = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError):
-            continue
-        if isinstance(marker, dict) and isinstance(marker.get("input"), str) and \
-                isinstance(marker.get("outputs"), list) and all(isinstance(o, str) for o in marker["outputs"]) \
-                and path.stem == shard_name(marker["input"]):
-            found[path.relative_to(out).as_posix()] = marker
-    return found
-
-
 def remove_dataset(out: Path) -> None:
     """Take back what curation wrote in the local folder OUT so it is curated again from scratch (`refinery run`
     without --resume): the files its dataset manifest lists, each input's outputs and progress marker, the
@@ -284,7 +273,8 @@ def remove_dataset(out: Path) -> None:
         return
     check_dataset_folder(out)
     with FolderLock(out):                   # not while another process curates into it
-        outputs = [f for marker_file, marker in _markers(out).items() for f in (*marker["outputs"], marker_file)]
+        outputs = [f for marker_file, marker in progress_markers(str(out)).items()
+                   for f in (*marker["outputs"], marker_file)]
         files = [*outputs, *(["stats.json"] if _curation_stats(out) else [])]
         if (out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset":
             manifest = read_manifest(out)
@@ -309,7 +299,7 @@ def write_dataset_manifest(out: Path, config: dict, written: tuple[str, ...] = (
     files = set(written) | set(CURATE_FILES)
     if (out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset":
         files |= set(read_manifest(out)["files"])
-    for marker_file, marker in _markers(out).items():
+    for marker_file, marker in progress_markers(str(out)).items():
         files |= {marker_file, *marker["outputs"]}
     root = out.resolve()
     write_manifest(out, "dataset", sorted(f for f in files if isinstance(f, str) and (out / f).is_file()
@@ -326,10 +316,10 @@ def _curate(paths: list[str], output_dir: str, cfg: CurateConfig, beam_args, pro
     stale = [p for p in todo if p in existing]
     if stale:    # written under another config: remove what they wrote, so no old shard outlives its input
         print(f"[curate] {len(stale)} input files were written under another config: redoing them", flush=True)
-        for path in stale:      # a marker's output path that leads out of the folder is not followed
-            old = [join(output_dir, out) for out in existing[path]["outputs"]
-                   if isinstance(out, str) and not out.startswith("/") and ".." not in out.split("/")]
-            FileSystems.delete(old + [join(output_dir, PROGRESS_DIR, f"{shard_name(path)}.json")])
+        for path in stale:
+            old = [join(output_dir, out) for out in existing[path]["outputs"]]
+            old.append(join(output_dir, PROGRESS_DIR, f"{shard_name(path)}.json"))
+            remove([p for p in old if FileSystems.exists(p)])
     clean_work(output_dir, keep=sha)    # other configs' staged chunks, and parts no marker vouches for
     if done:
         print(f"[curate] {len(paths) - len(todo)} of {len(paths)} input files already complete in "

@@ -11,9 +11,11 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import uuid
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
@@ -66,8 +68,8 @@ def shard_name(path: str) -> str:
 def dataset_files(dataset_dir: str) -> list[str]:
     """The Parquet files of a curated dataset (its folder or its data/ folder), in path order: what readers of
     its documents read (a file of another kind in data/, a user's notes, is not one)."""
-    for pattern in (join(dataset_dir, "data", "*.parquet"), join(dataset_dir, "*.parquet")):
-        found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    for folder in (join(dataset_dir, "data"), dataset_dir):
+        found = listed(folder, "*.parquet")
         if found:
             return found
     raise FileNotFoundError(f"no Parquet files in {dataset_dir} or {dataset_dir}/data")
@@ -77,6 +79,29 @@ def join(*parts: str) -> str:
     return FileSystems.join(*parts)
 
 
+def listed(folder: str, pattern: str) -> list[str]:
+    """The files in `folder` (local, gs://, s3://) whose names match `pattern` (`*.json`; `**`: every file at any
+    depth), sorted. A local folder is taken as named: Beam's match reads the whole path as a glob, so under it
+    a folder called `run[1]` would hold nothing."""
+    if "://" in folder:
+        return sorted(m.path for m in FileSystems.match([join(folder, pattern)])[0].metadata_list)
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    found = root.rglob("*") if pattern == "**" else root.glob(pattern)
+    return sorted(join(folder, str(p.relative_to(root))) for p in found if p.is_file())
+
+
+def remove(paths: list[str]) -> None:
+    """Delete these files (local, gs://, s3://); local ones by their exact names (Beam's delete globs them)."""
+    for path in paths:
+        if "://" not in path:
+            os.remove(path)
+    remote = [path for path in paths if "://" in path]
+    if remote:
+        FileSystems.delete(remote)
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Write to a temporary name beside `path`, then rename: readers never see a half-written file."""
     _mkdirs(path.rsplit("/", 1)[0])
@@ -84,7 +109,7 @@ def write_atomic(path: str, data: bytes) -> None:
     with FileSystems.create(temporary) as fh:
         fh.write(data)
     if FileSystems.exists(path):
-        FileSystems.delete([path])
+        remove([path])
     FileSystems.rename([temporary], [path])
 
 
@@ -198,22 +223,34 @@ class WriteDataset(beam.PTransform):
 
 # ---------------------------------------------------------------------------------------------- the whole funnel
 
+def progress_markers(output_dir: str) -> dict[str, dict]:
+    """The progress markers curation wrote in OUT/_progress/: each one's path in OUT → its JSON (an input, the
+    outputs written for it, the config's sha). A file that does not read as a marker, or is not named after its
+    input, is none (that input is curated again: markers are written atomically); an output that would lead out of
+    OUT is not one of its outputs (nothing follows it there)."""
+    found = {}
+    for path in listed(join(output_dir, PROGRESS_DIR), "*.json"):
+        try:
+            with FileSystems.open(path) as fh:
+                marker = json.loads(fh.read())
+        except (OSError, ValueError):
+            continue
+        name = path.rsplit("/", 1)[-1]
+        if not (isinstance(marker, dict) and isinstance(marker.get("input"), str)
+                and isinstance(marker.get("outputs"), list) and all(isinstance(o, str) for o in marker["outputs"])
+                and name == f"{shard_name(marker['input'])}.json"):
+            continue
+        marker["outputs"] = [o for o in marker["outputs"] if not o.startswith("/") and ".." not in o.split("/")]
+        found[f"{PROGRESS_DIR}/{name}"] = marker
+    return found
+
+
 def completed_inputs(output_dir: str, config_sha: str | None = None) -> dict[str, dict]:
     """Input path → progress marker, for inputs whose outputs are all present (and, if `config_sha` is
     given, that were written under that config)."""
-    pattern = join(output_dir, PROGRESS_DIR, "*.json")
-    done = {}
-    for match in FileSystems.match([pattern])[0].metadata_list:
-        with FileSystems.open(match.path) as fh:
-            try:
-                marker = json.loads(fh.read())
-            except ValueError:
-                continue     # a marker is written atomically; an unreadable one means redo that input
-        if config_sha is not None and marker.get("config_sha") != config_sha:
-            continue
-        if all(FileSystems.exists(join(output_dir, out)) for out in marker.get("outputs", [])):
-            done[marker["input"]] = marker
-    return done
+    return {marker["input"]: marker for marker in progress_markers(output_dir).values()
+            if (config_sha is None or marker.get("config_sha") == config_sha)
+            and all(FileSystems.exists(join(output_dir, out)) for out in marker["outputs"])}
 
 
 def total_funnel(markers: list[dict]) -> dict:

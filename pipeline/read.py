@@ -2,6 +2,7 @@
 reads a chunk); every record becomes a live document, an error item or a skip counted in the chunk's tally."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import apache_beam as beam
@@ -17,6 +18,8 @@ _HEAD_BYTES = 1 << 16
 def file_size(path: str, cfg: ReadConfig = ReadConfig()) -> int:
     if path.startswith(("http://", "https://")):
         return remote.content_length(path, cfg.retry_policy())
+    if "://" not in path:
+        return os.path.getsize(path)         # as named: Beam's match would read `[1]` as a glob
     return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 
 

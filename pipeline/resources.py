@@ -29,6 +29,7 @@ from filters import decontam, gopher, minhash, nsfw, url
 from filters.decontam import BenchmarkIndex, DecontamConfig
 from filters.language import LanguageConfig
 from filters.text import UNSPACED_LANGUAGES
+from pipeline.dataset import listed
 from pipeline.shared_data import shared_data_dir
 from training.artifacts import ArtifactError, json_with, prepare_file, sha256_file
 from training.files import cache_dir, write_atomic
@@ -190,10 +191,10 @@ class BadWords:
 
     def __call__(self) -> dict[str, nsfw.BadWords]:
         lists = {}
-        for match in FileSystems.match([FileSystems.join(self.lists_dir, "*")])[0].metadata_list:
-            name = match.path.rsplit("/", 1)[-1]
+        for path in listed(self.lists_dir, "*"):
+            name = path.rsplit("/", 1)[-1]
             if name.isalpha() and name.islower() and len(name) <= 3:
-                lists[name] = nsfw.BadWords.from_lines(read_lines(match.path), unspaced=name in UNSPACED_LANGUAGES)
+                lists[name] = nsfw.BadWords.from_lines(read_lines(path), unspaced=name in UNSPACED_LANGUAGES)
         return lists
 
 

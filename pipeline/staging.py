@@ -35,7 +35,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline import doc as items
-from pipeline.dataset import join, shard_name, write_atomic
+from pipeline.dataset import join, listed, remove, shard_name, write_atomic
 from pipeline.stage import beam_counter
 
 log = logging.getLogger(__name__)
@@ -230,13 +230,13 @@ def clean_work(output_dir: str, keep: str | None) -> None:
     if not FileSystems.exists(root):
         return
     doomed = []
-    for match in FileSystems.match([join(root, "**")])[0].metadata_list:
-        relative = match.path[len(root):].lstrip("/")
+    for path in listed(root, "**"):
+        relative = path[len(root):].lstrip("/")
         if staged_file(relative) and (keep is None or not relative.startswith(keep + "/") or ".part-" in relative
                                or ".tmp-" in relative):
-            doomed.append(match.path)
+            doomed.append(path)
     if doomed:
-        FileSystems.delete(doomed)
+        remove(doomed)
     if "://" not in root:                 # local config folders the deletes left empty, then _work/ if empty
         configs = [f for f in Path(root).iterdir() if f.is_dir() and re.fullmatch(r"[0-9a-f]{16}", f.name)]
         for folder in [f for f in configs if keep is None or f.name != keep] + [Path(root)]:

@@ -22,12 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.dataset import dataset_files, join, write_atomic
+from pipeline.dataset import dataset_files, join, listed, remove, write_atomic
 from pipeline.runner import quiet_workers, runner_options
 from training.artifacts import FolderLock, prepare_output, safe_name, sha256_file, write_manifest
 from training.shards import shard_bytes
 from training.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer
 
+SUMMARIES = "_shards"     # each shard's figures, read back once the job is done (then removed)
 _COLUMNS = ("id", "text", "domain", "repeat", "warc_file", "warc_record_id", "warc_offset")
 
 
@@ -61,8 +62,10 @@ class TokenizeFileDoFn(beam.DoFn):
             pq.write_table(pa.Table.from_pylist(index), buffer, compression="zstd")
             write_atomic(join(self.output_dir, domain, f"{stem}.idx.parquet"), buffer.getvalue())
             write_atomic(join(self.output_dir, domain, f"{stem}.bin"), data)      # the shard last: it marks done
-            yield {"domain": domain, "file": f"{domain}/{stem}.bin", "tokens": start,
-                   "documents": len(docs), "sequences": len(sequences)}
+            summary = {"domain": domain, "file": f"{domain}/{stem}.bin", "tokens": start,
+                       "documents": len(docs), "sequences": len(sequences)}
+            write_atomic(join(self.output_dir, SUMMARIES, domain, f"{stem}.json"), json.dumps(summary).encode())
+            yield summary
 
 
 class TokenizeDataset(beam.PTransform):
@@ -78,15 +81,23 @@ class TokenizeDataset(beam.PTransform):
 
 
 def domains_of(files: list[str]) -> list[str]:
-    """The domain labels of the dataset's files, each checked to be a folder name that stays in the output."""
+    """The domain labels of the dataset's files, each checked to be a folder name that stays in the output; a file
+    that is not Parquet, or has no text column, is named here, before the job."""
     found = set()
     for path in files:
         with FileSystems.open(path) as fh:
             data = io.BytesIO(fh.read())
-        if "domain" not in pq.read_schema(data).names:
-            found.add("all")
-            continue
-        for value in set(pq.read_table(data, columns=["domain"]).column("domain").to_pylist()):
+        try:
+            schema = pq.read_schema(data)
+            labels = set(pq.read_table(data, columns=["domain"]).column("domain").to_pylist()) \
+                if "domain" in schema.names else {None}
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise ValueError(f"{path}: not a Parquet file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") \
+                from None
+        if "text" not in schema.names:
+            raise ValueError(f"{path}: no text column (it has {', '.join(schema.names) or 'none'}): not a curated "
+                             f"dataset's file")
+        for value in labels:
             found.add(safe_name(value or "all", f"domain label in {path}"))
     return sorted(found)
 
@@ -102,16 +113,20 @@ def tokenize(dataset_dir: str, tokenizer_dir: str, output_dir: str, beam_args: l
     local = "://" not in output_dir
     if local:
         prepare_output(output_dir, "tokens", [dataset_dir, tokenizer_dir], overwrite=overwrite)
-    summary_path = join(output_dir, "_shards.jsonl")
     with FolderLock(output_dir) if local else contextlib.nullcontext():
         with quiet_workers(), beam.Pipeline(options=runner_options(list(beam_args))) as p:
-            (p | "Tokenize" >> TokenizeDataset(files, tokenizer_dir, output_dir)
-             | "Json" >> beam.Map(json.dumps)
-             | "Summary" >> beam.io.WriteToText(summary_path, shard_name_template=""))
-        with FileSystems.open(summary_path) as fh:
-            shards = sorted((json.loads(line) for line in fh.read().decode().splitlines() if line.strip()),
-                            key=lambda s: s["file"])
-        FileSystems.delete([summary_path])
+            _ = p | "Tokenize" >> TokenizeDataset(files, tokenizer_dir, output_dir)
+        summaries = listed(join(output_dir, SUMMARIES), "**")
+        shards = []
+        for path in summaries:
+            with FileSystems.open(path) as fh:
+                shards.append(json.loads(fh.read()))
+        shards.sort(key=lambda s: s["file"])
+        remove(summaries)
+        if local:
+            for folder in sorted({Path(p).parent for p in summaries}) + [Path(output_dir) / SUMMARIES]:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
         domains = defaultdict(lambda: {"tokens": 0, "documents": 0, "sequences": 0, "shards": 0})
         for shard in shards:
             entry = domains[shard["domain"]]

@@ -102,6 +102,11 @@ def w(tmp_path_factory, small_base, sample_tokens, sample_tokenizer_dir, sample_
     f.int_text = root / "int-text"
     (f.int_text / "data").mkdir(parents=True)
     pq.write_table(pa.table({"text": [1, 2, 3]}), f.int_text / "data" / "part-0.parquet")
+    f.cut_parquet, f.no_text = root / "cut-parquet", root / "no-text"
+    (f.cut_parquet / "data").mkdir(parents=True)
+    (f.cut_parquet / "data" / "part-0.parquet").write_bytes(Path(f.dataset_part).read_bytes()[:3000])
+    (f.no_text / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"body": ["words"]}), f.no_text / "data" / "part-0.parquet")
     return f
 
 
@@ -253,6 +258,12 @@ CASES = {
     "tokenize a domain that leaves the folder": Case(lambda w: ["tokenize", "--input", w.escape, "--tokenizer",
                                                                 w.tok, "--output", str(w.root / "k2")], 2,
                                                      "domain label in"),
+    "tokenize a cut Parquet file": Case(lambda w: ["tokenize", "--input", w.cut_parquet, "--tokenizer", w.tok,
+                                                    "--output", str(w.root / "k3")], 2,
+                                        "cut-parquet/data/part-0.parquet: not a Parquet file"),
+    "tokenize a Parquet file without text": Case(lambda w: ["tokenize", "--input", w.no_text, "--tokenizer", w.tok,
+                                                            "--output", str(w.root / "k4")], 2,
+                                                 "part-0.parquet: no text column (it has body)"),
     "curate into a folder of other files": Case(lambda w: ["curate", "--input", w.warc, "--output", w.others,
                                                            "--no-progress"], 2, "not a curated dataset"),
     "run into a folder with someone's run.json": Case(lambda w: ["run", "--output", w.foreign_run, "--input", w.warc,

@@ -366,3 +366,27 @@ def test_remove_dataset_takes_back_only_what_curation_wrote(sample_run, tmp_path
     with pytest.raises(ValueError, match="not a curated dataset"):
         remove_dataset(other)
     assert (other / "stats.json").read_text() == '{"mine": 1}'
+
+
+def test_names_with_glob_characters_are_taken_as_named(crawl_slice, sample_tokenizer_dir, tmp_path, capsys):
+    """Beam's match and delete read a path as a glob: a crawl called crawl[1].warc.gz, or an output called
+    run[1], matched nothing, so the run died after writing its shards and a rerun could not delete them."""
+    import shutil
+    crawl = tmp_path / "crawl[1].warc.gz"
+    shutil.copy(crawl_slice, crawl)
+    output = tmp_path / "run[1]"
+    one = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]      # 100 pages: no worker processes
+    assert main(["curate", "--input", str(crawl), "--output", str(output), "--no-progress", *one]) == 0
+    first = json.loads((output / "stats.json").read_text())
+    assert identity_holds(first) and first["records_in"] == 301 and first["kept"] > 0
+    assert main(["curate", "--input", str(crawl), "--output", str(output), "--no-progress", *one]) == 0
+    assert "1 of 1 input files already complete" in capsys.readouterr().out
+    assert main(["curate", "--input", str(crawl), "--output", str(output), "--no-progress",
+                 "--set", "c4.min_sentences=1", *one]) == 0
+    assert "written under another config: redoing them" in capsys.readouterr().out
+    assert len(list((output / "data").glob("*.parquet"))) == 1 and not (output / "_work").exists()
+    tokens = tmp_path / "tokens[1]"
+    assert main(["tokenize", "--input", str(output), "--tokenizer", sample_tokenizer_dir, "--output", str(tokens),
+                 *one]) == 0
+    summary = json.loads((tokens / "tokens.json").read_text())
+    assert summary["tokens"] > 0 and summary["shards"] and not (tokens / "_shards").exists()
