@@ -102,11 +102,11 @@ def arm_trl(args, prep: dict, out: Path) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaForCausalLM
 
-    from training.post.conversation import read_pairs
+    from training.post.reward import PreferenceData, split_pairs
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(prep["model"])
-    pairs = read_pairs([prep["pairs"]])
-    train_pairs = [p for i, p in enumerate(pairs) if i % 3 != 0]          # ours holds out every 3rd from 0
+    # ours holds out every 3rd from 0 and leaves out pairs whose two sides are the same: TRL trains on the same
+    train_pairs, _, _ = split_pairs(PreferenceData(pairs=(prep["pairs"],), seq_len=args.seq_len, held_out_every=3))
     common = dict(output_dir=str(out / "trl"), per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
                   max_steps=args.steps, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
                   adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=1.0, logging_steps=10,
@@ -155,7 +155,7 @@ def evaluate_trl(args, prep: dict, folder: Path) -> dict:
     data = PreferenceData(pairs=(prep["pairs"],), seq_len=args.seq_len, held_out_every=3)
     start = load_policy(prep["model"], args.seq_len)
     if args.what_arm == "reward":
-        _, held_pairs = split_pairs(data)
+        _, held_pairs, _ = split_pairs(data)
         held = [(encode_pair_side(start.tokenizer, c, args.seq_len), encode_pair_side(start.tokenizer, r, args.seq_len))
                 for c, r in held_pairs]
         return {"held_out_after": pairwise_accuracy(load_reward_model(folder), held, start.pad_id)}

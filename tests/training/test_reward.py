@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.app.common import HH_RLHF
 from training.post.conversation import parse_dialogue, read_pairs
-from training.post.reward import wilson_interval
+from training.post.reward import PreferenceData, split_pairs, wilson_interval
 
 
 def test_hh_rlhf_reads_as_alternating_turns(data):
@@ -15,6 +15,17 @@ def test_hh_rlhf_reads_as_alternating_turns(data):
     assert [m["role"] for m in chosen][:2] == ["user", "assistant"] and chosen[0] == rejected[0]
     assert parse_dialogue("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye") == [
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}]
+
+
+def test_pairs_whose_two_sides_are_the_same_are_left_out_and_counted(data):
+    """36 of hh-rlhf's pairs have the same chosen and rejected dialogue: no preference to learn or to score. They
+    leave both parts, the held-out positions of the rest unchanged."""
+    pairs = read_pairs([data / p for p in HH_RLHF])
+    same = [i for i, (chosen, rejected) in enumerate(pairs) if chosen == rejected]
+    train, held, left_out = split_pairs(PreferenceData(pairs=tuple(str(data / p) for p in HH_RLHF)))
+    assert left_out == len(same) == 36
+    assert held == [p for i, p in enumerate(pairs) if i % 10 == 0 and i not in same]
+    assert len(train) + len(held) == 8552 - 36 and all(c != r for c, r in train + held)
 
 
 def test_wilson_interval_known_values():

@@ -144,8 +144,9 @@ def load_dpo_config(path=None, overrides=(), base: dict | None = None) -> DPOCon
 def load_preference_split(tokenizer, data: PreferenceData):
     """(train, held-out, skipped) — examples {"chosen": (ids, labels), "rejected": …, "prompt": messages}, every
     `held_out_every`-th pair held out; skipped: {"no_final_reply": pairs without a final reply on both sides,
-    "too_long": pairs dropped by data.truncation (drop, or keep_start cutting a whole reply)}."""
-    skipped = {"no_final_reply": 0, "too_long": 0}
+    "too_long": pairs dropped by data.truncation (drop, or keep_start cutting a whole reply), "same_reply": pairs
+    whose chosen and rejected are the same}."""
+    skipped = {"no_final_reply": 0, "too_long": 0, "same_reply": 0}
 
     def encode(pairs):
         out = []
@@ -159,7 +160,7 @@ def load_preference_split(tokenizer, data: PreferenceData):
                 continue
             out.append({"chosen": sides[0], "rejected": sides[1], "prompt": chosen[:-1]})
         return out
-    train_pairs, held_pairs = split_pairs(data)
+    train_pairs, held_pairs, skipped["same_reply"] = split_pairs(data)
     train_set, held = encode(train_pairs), encode(held_pairs)
     return train_set, held, skipped
 
@@ -182,8 +183,9 @@ def train_dpo(cfg: DPOConfig, resume: bool = False, log=print) -> dict:
     lengths_before = reply_lengths(model, tokenizer, prompts, check.max_new_tokens, check.temperature, check.seed)
     too_long = (f", {skipped['too_long']} longer than {cfg.data.seq_len} tokens dropped "
                 f"(data.truncation={cfg.data.truncation})" if skipped["too_long"] else "")
+    same = f", {skipped['same_reply']} with the same chosen and rejected left out" if skipped["same_reply"] else ""
     log(f"[dpo] {len(train_set):,} training and {len(held):,} held-out pairs ({skipped['no_final_reply']} without a "
-        f"final reply on both sides, skipped{too_long}); reference log-probs computed; sampled replies "
+        f"final reply on both sides, skipped{too_long}{same}); reference log-probs computed; sampled replies "
         f"{lengths_before['mean_reply_tokens']:.1f} tokens")
 
     def evaluate(m):
@@ -194,7 +196,8 @@ def train_dpo(cfg: DPOConfig, resume: bool = False, log=print) -> dict:
         first, last = eval_ends(cfg.run.out_dir)
         m.cpu()
         return {"pairs": {"train": len(train_set), "held_out": len(held), "skipped_no_final_reply": skipped["no_final_reply"],
-                          "skipped_too_long": skipped["too_long"]},
+                          "skipped_too_long": skipped["too_long"],
+                          "skipped_same_reply": skipped["same_reply"]},
                 "held_out_before": {k: first[k] for k in ("reward_accuracy", "reward_margin", "logp_margin",
                                                           "logp_margin_accuracy") if k in first},
                 "held_out_after": {k: last[k] for k in ("reward_accuracy", "reward_margin", "logp_margin",

@@ -152,18 +152,22 @@ class PreferenceData:
 
 
 def split_pairs(data: PreferenceData):
-    """(training, held-out) conversation pairs: every `held_out_every`-th pair (by position) held out."""
+    """(training, held-out, same) conversation pairs: every `held_out_every`-th pair (by position) held out; a pair
+    whose chosen and rejected are the same conversation states no preference (36 of hh-rlhf's 8,552) and is left
+    out of both, `same` counting them."""
     if not data.pairs:
         raise ValueError("data.pairs: no preference pair files given")
     pairs = read_pairs(list(data.pairs))
     if data.limit:
         pairs = pairs[:data.limit]
-    held = [p for i, p in enumerate(pairs) if i % data.held_out_every == 0]
-    train_pairs = [p for i, p in enumerate(pairs) if i % data.held_out_every != 0]
+    held = [p for i, p in enumerate(pairs) if i % data.held_out_every == 0 and p[0] != p[1]]
+    train_pairs = [p for i, p in enumerate(pairs) if i % data.held_out_every != 0 and p[0] != p[1]]
+    same = sum(chosen == rejected for chosen, rejected in pairs)
     if not held or not train_pairs:
         raise ValueError(f"need training and held-out pairs, got {len(train_pairs)} and {len(held)} "
-                         f"(data.held_out_every {data.held_out_every})")
-    return train_pairs, held
+                         f"(data.held_out_every {data.held_out_every}"
+                         + (f"; {same} pairs left out as their chosen and rejected are the same" if same else "") + ")")
+    return train_pairs, held, same
 
 
 @dataclass(frozen=True)
@@ -185,17 +189,20 @@ def load_reward_config(path=None, overrides=(), base: dict | None = None) -> Rew
 def train_reward(cfg: RewardConfig, resume: bool = False, log=print) -> dict:
     policy = load_policy(cfg.model, cfg.data.seq_len)
     pad = policy.pad_id
+    *parts, same = split_pairs(cfg.data)
     (train_pairs, dropped_train), (held, dropped_held) = (encode_pairs(policy.tokenizer, part, cfg.data)
-                                                          for part in split_pairs(cfg.data))
+                                                          for part in parts)
     model = ScalarHead(policy.model, bias=policy.hf is None)
     if cfg.lora.enabled:
         model = with_lora(model, cfg.lora, train_in_full=("head",))
     if not train_pairs or not held:
         raise ValueError(f"data.truncation=drop left {len(train_pairs)} training and {len(held)} held-out pairs: "
                          f"raise data.seq_len ({cfg.data.seq_len}) or keep a side of each long pair")
+    left_out = ([f"{dropped_train + dropped_held} longer than {cfg.data.seq_len} tokens, dropped"]
+                if dropped_train + dropped_held else []) + \
+        ([f"{same} with the same chosen and rejected, left out"] if same else [])
     log(f"[reward] {len(train_pairs):,} training and {len(held):,} held-out pairs"
-        + (f" ({dropped_train + dropped_held} longer than {cfg.data.seq_len} tokens, dropped)"
-           if dropped_train + dropped_held else ""))
+        + (f" ({'; '.join(left_out)})" if left_out else ""))
 
     def evaluate(m):
         result = pairwise_accuracy(m, held, pad)
@@ -210,7 +217,7 @@ def train_reward(cfg: RewardConfig, resume: bool = False, log=print) -> dict:
         finish(policy, m, cfg.run.out_dir, reward=True)
         first, last = eval_ends(cfg.run.out_dir)        # the last is the run's final evaluation, as in SFT and DPO
         return {"pairs": {"train": len(train_pairs), "held_out": len(held),
-                          "skipped_too_long": dropped_train + dropped_held},
+                          "skipped_too_long": dropped_train + dropped_held, "skipped_same_reply": same},
                 "held_out_before": held_out(first), "held_out_after": held_out(last)}
 
     batches = EpochBatches(train_pairs, cfg.run.batch_size, lambda rows: collate_scored(rows, pad), cfg.data.seed,
