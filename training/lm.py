@@ -385,9 +385,10 @@ class LM:
 
 
 def load_lm(spec: str | Path, tokenizer: str | None = None, device: str = "cpu", batch_size: int = 16,
-            other_tokenizer: bool = False) -> LM:
+            other_tokenizer: bool | None = None) -> LM:
     """Our run folder / checkpoint, an HF Llama folder, or a GGUF file, with its tokenizer. Ours must come with the
-    tokenizer its run recorded (sha256), unless `other_tokenizer` says to take `tokenizer` whatever it is."""
+    tokenizer its run recorded (sha256), unless `other_tokenizer` says to take `tokenizer` whatever it is (None:
+    the command has no --other-tokenizer, and its refusal does not offer one)."""
     path = Path(spec)
     model = load_model(path).to(device).eval()
     hf = imported(path)

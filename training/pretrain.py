@@ -61,7 +61,8 @@ def pretrain_objective(cfg: ModelConfig):
     return objective
 
 
-def _tokenizer(tokens_dir: str):
+def tokens_tokenizer(tokens_dir: str):
+    """The tokenizer of a token folder (`refinery tokenize` keeps a copy in it); a missing folder is named."""
     if not Path(tokens_dir).is_dir():
         raise FileNotFoundError(f"data.tokens: no such folder {tokens_dir} (make one with `refinery tokenize`)")
     here = Path(tokens_dir) / "tokenizer"
@@ -88,7 +89,7 @@ def build_model(cfg: TrainConfig) -> Transformer:
 
 def pretrain(cfg: TrainConfig, resume: bool = False) -> dict:
     """Train as `cfg` says; returns the run summary (RUN/summary.json) with the unigram baseline."""
-    tokenizer = _tokenizer(cfg.data.tokens)
+    tokenizer = tokens_tokenizer(cfg.data.tokens)
     vocab = cfg.model.vocab_size or tokenizer.vocab_size
     if vocab < tokenizer.vocab_size:
         raise ConfigError(f"model.vocab_size {vocab:,} is smaller than the tokenizer's {tokenizer.vocab_size:,}")

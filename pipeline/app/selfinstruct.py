@@ -32,8 +32,8 @@ def main(args, beam_args: list[str]) -> int:
     prepare_file(args.output, [seeds, args.model or ""], jsonl_with("prompt", "completion", "source"), "synthetic data")
     prepare_file(f"{args.output}.stats.json", [seeds, args.model or ""], json_with("accepted", "outcomes"),
                  "statistics file")
-    read_seed_instructions(seeds)
-    stats = run_self_instruct(args.model, seeds, args.output, SelfInstructConfig(n=args.n, seed=args.seed))
+    instructions = read_seed_instructions(seeds)
+    stats = run_self_instruct(args.model, instructions, args.output, SelfInstructConfig(n=args.n, seed=args.seed))
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(stats["outcomes"].items()) if k != "accepted")
     print(f"[selfinstruct] {stats['accepted']} of {stats['candidates']} candidates accepted "
           f"({rejected or 'none rejected'}) in {stats['wall_s']:.0f} s; {args.output}")

@@ -95,3 +95,15 @@ def test_a_real_sweep_on_the_sample_crawl_fits_and_plots(sample_tokens, tmp_path
     assert fits["transformer"]["N_opt"] > 0
     assert (out / "scaling.png").stat().st_size > 10_000
     assert "too few to fit" in capsys.readouterr().out
+
+
+def test_a_sweep_that_cannot_start_makes_no_output_folder(sample_tokens, tmp_path, capsys):
+    """A missing token folder or a domain it does not hold is named before anything is written."""
+    for action, tokens, extra, message in (
+            ("lr", tmp_path / "missing", [], "data.tokens: no such folder"),
+            ("sweep", tmp_path / "missing", [], "data.tokens: no such folder"),
+            ("mix", sample_tokens, ["--domains", "news,nowhere"], "weights name domains with no tokens")):
+        out = tmp_path / action
+        assert main(["scaling", action, "--tokens", str(tokens), "--output", str(out), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()

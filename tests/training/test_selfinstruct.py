@@ -36,7 +36,7 @@ def test_runs_on_a_model_of_ours(small_base, tmp_path, data):
     it tried is counted by outcome."""
     from training.post.selfinstruct import SelfInstructConfig, run_self_instruct
     out = tmp_path / "synthetic.jsonl"
-    stats = run_self_instruct(str(small_base), data / "sft/self_instruct_seed_tasks.jsonl", out,
+    stats = run_self_instruct(str(small_base), read_seed_instructions(data / "sft/self_instruct_seed_tasks.jsonl"), out,
                               SelfInstructConfig(n=1, max_rounds=2, instruction_tokens=8, reply_tokens=8),
                               log=lambda *a: None)
     assert stats["candidates"] == sum(stats["outcomes"].values()) >= 2 and out.is_file()

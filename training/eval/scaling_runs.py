@@ -24,7 +24,7 @@ import yaml
 
 from training.data import TokenData
 from training.eval.scaling import ScalingFit, best_mixture, extrapolate_lr, fit_mixing_law, fit_scaling_law
-from training.pretrain import load_train_config, pretrain
+from training.pretrain import load_train_config, pretrain, tokens_tokenizer
 
 # small enough for CPUs: (arch, dim, layers)
 DEFAULT_SIZES = (("transformer", 32, 2), ("transformer", 64, 2), ("transformer", 128, 3),
@@ -48,6 +48,7 @@ def _base(seq_len: int, batch: int) -> list[str]:
 
 def size_sweep(tokens: str, output: str, sizes=DEFAULT_SIZES, budgets=DEFAULT_BUDGETS, seq_len: int = 64,
                batch: int = 16, lr: float = 3e-3, val_tokens: int = 32768, log=print) -> list[dict]:
+    tokens_tokenizer(tokens)              # a missing token folder is named before OUT is made
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "sweep.jsonl"
@@ -147,6 +148,7 @@ def _plot_sweep(records, fits, png: Path):
 def lr_sweep(tokens: str, output: str, widths=(32, 64, 128), lrs=(1e-3, 3e-3, 1e-2, 3e-2), budget: int = 100_000,
              target_width: int = 256, layers: int = 2, seq_len: int = 64, batch: int = 16, log=print) -> dict:
     """The best learning rate per width, then log lr* against log width extrapolated to `target_width`."""
+    tokens_tokenizer(tokens)              # a missing token folder is named before OUT is made
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     steps = max(10, budget // (seq_len * batch))
@@ -198,10 +200,11 @@ def mix_sweep(tokens: str, output: str, domains: list[str], runs: int = 8, budge
     """`runs` small models on Dirichlet-drawn domain weights; held-out loss on the natural mix of `domains`;
     the data-mixing law fitted; recommended weights written as a mix config (mix.yaml) for `refinery curate`."""
 
+    tokens_tokenizer(tokens)              # a missing token folder or domain is named before OUT is made
+    data = TokenData(tokens, seq_len, weights={d: 1.0 for d in domains})
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    data = TokenData(tokens, seq_len, weights={d: 1.0 for d in domains})
     natural = {d: data.split[d] / sum(data.split[x] for x in domains) for d in domains}
     mixes = [{d: 1 / len(domains) for d in domains}, natural]
     mixes += [dict(zip(domains, w)) for w in 0.05 + 0.95 * rng.dirichlet(np.ones(len(domains)), size=runs - 2)]

@@ -142,12 +142,12 @@ def self_instruct(lm, seeds: list[str], cfg: SelfInstructConfig, progress=None) 
     return accepted, outcomes
 
 
-def run_self_instruct(model: str | None, seeds_path: str | Path, output: str | Path, cfg: SelfInstructConfig,
+def run_self_instruct(model: str | None, seeds: list[str], output: str | Path, cfg: SelfInstructConfig,
                       log=print) -> dict:
+    """`seeds`: the seed instructions (read_seed_instructions), read before the model loads."""
     if model is None:
         model = str(smollm2_gguf())
     lm = load_lm(model)
-    seeds = read_seed_instructions(seeds_path)
     started = time.perf_counter()
 
     def progress(done, kept, problem):
