@@ -249,14 +249,14 @@ def check_dataset_folder(out: Path) -> None:
         raise ArtifactError(f"{out}: a file is there, expected a folder for the dataset")
     staged = (out / WORK_DIR).is_dir() and any(staged_file(p.relative_to(out / WORK_DIR).as_posix())
                                                for p in (out / WORK_DIR).glob("*/*"))
-    ours = _curation_stats(out) or bool(progress_markers(str(out))) or staged or \
+    ours = curation_stats(out) or bool(progress_markers(str(out))) or staged or \
         ((out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset")
     if any(p.name != LOCK for p in out.iterdir()) and not ours:
         raise ArtifactError(f"{out}: not empty and not a curated dataset (no stats.json, {PROGRESS_DIR}/ or "
                             f"dataset {MANIFEST}); nothing there is touched: choose an empty or new folder")
 
 
-def _curation_stats(out: Path) -> bool:
+def curation_stats(out: Path) -> bool:
     """Whether OUT/stats.json is one curation wrote (a user's file of that name is not)."""
     try:
         stats = json.loads((out / "stats.json").read_text())
@@ -275,7 +275,7 @@ def remove_dataset(out: Path) -> None:
     with FolderLock(out):                   # not while another process curates into it
         outputs = [f for marker_file, marker in progress_markers(str(out)).items()
                    for f in (*marker["outputs"], marker_file)]
-        files = [*outputs, *(["stats.json"] if _curation_stats(out) else [])]
+        files = [*outputs, *(["stats.json"] if curation_stats(out) else [])]
         if (out / MANIFEST).is_file() and read_manifest(out).get("kind") == "dataset":
             manifest = read_manifest(out)
             # beside the shards: a card or plot changed since it was written (edited by hand) is not ours to remove

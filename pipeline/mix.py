@@ -290,7 +290,7 @@ def train_domain_classifier(inputs: list[str], output: str, epoch: int = 10, log
     import fasttext  # C extension: loaded on the worker that needs the model
 
     paths = [path for spec in inputs for path in resolve_inputs(spec)]
-    prepare_model_file(output, [*inputs, *paths])
+    prepare_model_file(output, [*inputs, *paths], "domain", "labels")
     examples = []
     for path in paths:
         for url, text in parquet_texts(path, ("url", "text")):

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline import corpus
-from pipeline.curate import write_dataset_manifest
+from pipeline.curate import curation_stats, write_dataset_manifest
 from pipeline.dataset import SCHEMA, dataset_files
 from training.artifacts import ArtifactError, problems, read_manifest, safe_name, stray_files
 from training.files import write_atomic
@@ -47,6 +47,9 @@ def publish(dataset_dir: str, license: str = "other", name: str | None = None) -
     stats_path = root / "stats.json"
     if not stats_path.is_file():
         raise FileNotFoundError(f"{stats_path} not found: publish a folder `refinery curate` wrote")
+    if not curation_stats(root):
+        raise ArtifactError(f"{stats_path}: not the stats.json `refinery curate` writes (unreadable JSON, or no "
+                            f"records_in, kept, shards and config in it)")
     stats = json.loads(stats_path.read_text())
     table = pads.dataset(dataset_files(str(root)), format="parquet").to_table()
     languages = Counter(x for x in table.column("language").to_pylist() if x) if "language" in table.column_names \

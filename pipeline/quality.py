@@ -105,6 +105,9 @@ def read_texts(path: Path, field: str | None = None) -> Iterator[str]:
         yield from whole_page_texts(str(path))
     else:
         text = path.read_text(encoding="utf-8", errors="replace")
+        if "\x00" in text or text.count("\ufffd") > len(text) // 100:
+            raise ValueError(f"{path}: not text (NUL bytes, or more than 1 % of it is not UTF-8): give JSONL, "
+                             f"Parquet, WARC or plain text files")
         parts = _WIKI_HEADING.split(text) if _WIKI_HEADING.search(text) else re.split(r"\n\s*\n", text)
         yield from (p.strip() for p in parts if p.strip())
 
@@ -126,6 +129,9 @@ def load_texts(specs: list[str], field: str | None, limit: int, seed: int, log=p
     texts = []
     for spec in specs:
         found = [t for path in resolve_inputs(spec) for t in read_texts(path, field) if len(t.split()) >= MIN_WORDS]
+        if not found:
+            raise ValueError(f"{spec}: no text of {MIN_WORDS}+ words in it"
+                             + (f" under the field {field!r}" if field else ""))
         log(f"[quality] {spec}: {len(found):,} texts")
         texts += found
     if len(texts) > limit:
@@ -185,7 +191,8 @@ def train_classifier(positives: list[str], negatives: list[str], output: str,
     each for precision / recall / AUC, save the model and a `.json` card beside it."""
     import fasttext  # C extension: loaded on the worker that needs the model
     started = time.monotonic()
-    prepare_model_file(output, [str(p) for spec in [*positives, *negatives] for p in resolve_inputs(spec)])
+    prepare_model_file(output, [str(p) for spec in [*positives, *negatives] for p in resolve_inputs(spec)],
+                       "quality", "positives")
     pos = load_texts(positives, field, cfg.max_docs_per_class, cfg.seed, log)
     neg = load_texts(negatives, field, cfg.max_docs_per_class, cfg.seed, log)
     if not pos or not neg:

@@ -95,11 +95,12 @@ def is_fasttext_model(path: Path) -> bool:
         return False
 
 
-def prepare_model_file(output: str, inputs: list = ()) -> None:
-    """Before training a fastText model into OUTPUT (and its card OUTPUT.json): neither may be an input nor a file
-    that is not an earlier model / card of ours (training/artifacts.py: prepare_file)."""
+def prepare_model_file(output: str, inputs: list, kind: str, card_key: str) -> None:
+    """Before training a fastText model of `kind` (quality, domain) into OUTPUT (and its card OUTPUT.json): neither
+    may be an input nor a file that is not an earlier model / card of ours of that kind, its card holding
+    `card_key` (training/artifacts.py: prepare_file) — a quality model is not replaced by a domain model."""
     prepare_file(output, inputs, is_fasttext_model, "fastText model")
-    prepare_file(output + ".json", inputs, json_with("sha256"), "model card")
+    prepare_file(output + ".json", inputs, json_with("sha256", card_key), f"{kind} model's card")
     if Path(output).parent.exists() and not Path(output).parent.is_dir():
         raise ArtifactError(f"{output}: {Path(output).parent} is a file, not a folder")
 

@@ -78,6 +78,8 @@ def w(tmp_path_factory, small_base, sample_tokens, sample_tokenizer_dir, sample_
     Path(f.others).mkdir()
     Path(f.others, "notes.txt").write_text("mine")
     f.prompts = write("prompts.jsonl", json.dumps({"prompt": "Say hi."}) + "\n")
+    f.number_labeler = write("number-labeler.jsonl", json.dumps({"label": "a", "item": "x", "labeler": 3}) + "\n")
+    f.no_reply = write("no-reply.jsonl", json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n")
     # folders that look like a command's own by a file's name only, and a run folder holding its own input
     f.foreign_run, f.foreign_stats, f.run_with_input = root / "foreign-run", root / "foreign-stats", root / "run-in"
     (f.foreign_run / "curated").mkdir(parents=True)
@@ -102,6 +104,13 @@ def w(tmp_path_factory, small_base, sample_tokens, sample_tokenizer_dir, sample_
     f.int_text = root / "int-text"
     (f.int_text / "data").mkdir(parents=True)
     pq.write_table(pa.table({"text": [1, 2, 3]}), f.int_text / "data" / "part-0.parquet")
+    f.quality_copy = str(root / "quality-copy.bin")
+    shutil.copy(f.quality, f.quality_copy)
+    shutil.copy(f.quality + ".json", f.quality_copy + ".json")
+    f.escaping_manifest = root / "escaping-manifest"
+    f.escaping_manifest.mkdir()
+    (f.escaping_manifest / "manifest.json").write_text(json.dumps(
+        {"kind": "tokens", "files": {"../a-file.txt": {"bytes": 25, "sha256": "0" * 64}}}))
     f.cut_parquet, f.no_text = root / "cut-parquet", root / "no-text"
     (f.cut_parquet / "data").mkdir(parents=True)
     (f.cut_parquet / "data" / "part-0.parquet").write_bytes(Path(f.dataset_part).read_bytes()[:3000])
@@ -206,6 +215,10 @@ CASES = {
                                         str(w.root / "s3")], 2, "nope.jsonl"),
     "label stats missing": Case(lambda w: ["label", "stats", str(w.root / "nope.jsonl")], 2, "nope.jsonl"),
     "label stats lists": Case(lambda w: ["label", "stats", w.lists], 2, "lists.jsonl, line 2"),
+    "label stats without judgements": Case(lambda w: ["label", "stats", w.prompts], 2,
+                                           "prompts.jsonl: no judgements in it"),
+    "label stats with a number for a labeler": Case(lambda w: ["label", "stats", w.number_labeler], 2,
+                                                    "number-labeler.jsonl, line 1: item and labeler must be text"),
     "selfinstruct missing seeds": Case(lambda w: ["selfinstruct", "--model", w.model, "--seeds",
                                                   str(w.root / "nope.jsonl"), "--output", str(w.root / "s.jsonl")],
                                        2, "nope.jsonl"),
@@ -244,6 +257,9 @@ CASES = {
                                                      "--output", f"{w.a_file}/tokens"], 2, "a-file.txt"),
     "export into a file's folder": Case(lambda w: ["export", "--model", w.model, "--output", f"{w.a_file}/hf"], 2,
                                         "a-file.txt"),
+    "eval --log-samples into a file's folder": Case(lambda w: ["eval", "--model", w.model, "--tasks", "arc_easy",
+                                                                "--limit", "2", "--log-samples",
+                                                                f"{w.a_file}/s.jsonl"], 2, "a-file.txt is a file"),
     "quality score into a file's folder": Case(lambda w: ["quality", "score", "--model", w.quality, "--input",
                                                           w.scores, "--output", f"{w.a_file}/s.jsonl"], 2,
                                                "a-file.txt"),
@@ -258,6 +274,27 @@ CASES = {
     "tokenize a domain that leaves the folder": Case(lambda w: ["tokenize", "--input", w.escape, "--tokenizer",
                                                                 w.tok, "--output", str(w.root / "k2")], 2,
                                                      "domain label in"),
+    "publish a folder with someone's stats.json": Case(lambda w: ["publish", w.foreign_stats], 2,
+                                                        "stats.json: not the stats.json `refinery curate` writes"),
+    "verify a manifest naming a file outside": Case(lambda w: ["verify", w.escaping_manifest], 1,
+                                                    "file '../a-file.txt' is not inside the folder"),
+    "quality train --epoch 10**20": Case(lambda w: ["quality", "train", "--epoch", str(10 ** 20), "--output",
+                                                     str(w.root / "q11.bin")], 2, "--epoch must be from 1 to 10,000"),
+    "quality train on random bytes": Case(lambda w: ["quality", "train", "--positive", w.garbage, "--output",
+                                                      str(w.root / "q9.bin")], 2, "garbage.bin: not text"),
+    "quality train with a field no row has": Case(lambda w: ["quality", "train", "--positive", w.scores, "--field",
+                                                             "nosuch", "--output", str(w.root / "q10.bin")], 2,
+                                                  "under the field 'nosuch'"),
+    "domains train over a quality model": Case(lambda w: ["domains", "train", "--input", w.dataset, "--output",
+                                                           w.quality_copy], 2, "not a domain model's card"),
+    "sft on conversations without a reply": Case(lambda w: ["sft", "--model", w.model, "--data", w.no_reply, "--output",
+                                                            str(w.root / "s9")], 2,
+                                                 "no-reply.jsonl: no conversation with an assistant reply"),
+    "sft with a learning rate of nan": Case(lambda w: ["sft", "--model", w.model, "--data", w.no_reply, "--output",
+                                                       str(w.root / "s10"), "--set", "optim.lr=nan"], 2,
+                                            "optim.lr: expected a finite number, got 'nan'"),
+    "eval with more shots than items": Case(lambda w: ["eval", "--model", w.model, "--tasks", "arc_easy", "--shots",
+                                                       "100000"], 2, "arc_easy: --shots 100000 leaves no item"),
     "tokenize a cut Parquet file": Case(lambda w: ["tokenize", "--input", w.cut_parquet, "--tokenizer", w.tok,
                                                     "--output", str(w.root / "k3")], 2,
                                         "cut-parquet/data/part-0.parquet: not a Parquet file"),

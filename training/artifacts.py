@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -48,9 +49,14 @@ def entry(path: str | Path) -> dict:
     return {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path)}
 
 
+KINDS = ("adapter", "checkpoint", "dataset", "hf-model", "run", "tokenizer", "tokens")     # what write_manifest writes
+
+
 def write_manifest(folder: str | Path, kind: str, files: list[str], provenance: dict | None = None,
                    config: dict | None = None, extra: dict | None = None) -> dict:
     """Hash `files` (paths relative to `folder`) and write FOLDER/manifest.json atomically."""
+    if kind not in KINDS:
+        raise ValueError(f"manifest kind {kind!r} is none of {', '.join(KINDS)} (read_manifest would refuse it)")
     folder = Path(folder)
     manifest = {"kind": kind, "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "files": {rel: entry(folder / rel) for rel in sorted(set(files))},
@@ -66,13 +72,36 @@ def read_manifest(folder: str | Path, kind: str | tuple[str, ...] | None = None)
         raise ArtifactError(f"{folder}: no {MANIFEST} (not a folder refinery wrote, or written before manifests)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        manifest["files"], manifest["kind"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ArtifactError(f"{path}: unreadable manifest ({type(e).__name__}: {e})") from None
+    wrong = _malformed(manifest)
+    if wrong:
+        raise ArtifactError(f"{path}: not a manifest refinery writes ({wrong})")
     kinds = (kind,) if isinstance(kind, str) else kind
     if kinds and manifest["kind"] not in kinds:
         raise ArtifactError(f"{folder}: a {manifest['kind']} folder, expected {' or '.join(kinds)}")
     return manifest
+
+
+def _malformed(manifest) -> str | None:
+    """What makes this JSON no manifest of ours, or None: its kind, and each file's path (inside the folder), size and
+    sha256, are checked before anything reads or hashes what it names."""
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    if manifest.get("kind") not in KINDS:
+        return f"kind {manifest.get('kind')!r} is none of {', '.join(KINDS)}"
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return "no files mapping"
+    for rel, listed in files.items():
+        if rel.startswith("/") or ".." in rel.split("/") or not rel:
+            return f"file {rel!r} is not inside the folder"
+        if not (isinstance(listed, dict) and type(listed.get("bytes")) is int and listed["bytes"] >= 0
+                and isinstance(listed.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", listed["sha256"])):
+            return f"file {rel!r}: expected its bytes and sha256, got {listed!r}"[:200]
+    if not isinstance(manifest.get("provenance", {}), dict):
+        return "provenance is not a mapping"
+    return None
 
 
 def problems(folder: str | Path, manifest: dict, names: list[str] | None = None, hash_files: bool = True) -> list[str]:
@@ -171,6 +200,9 @@ def prepare_file(output: str | Path, inputs: list = (), ours=None, what: str = "
     if out.is_file() and out.stat().st_size and not (ours is not None and ours(out)):
         raise ArtifactError(f"{out}: a file is there that is not a {what} refinery wrote; nothing is replaced: move "
                             f"it away or choose another name")
+    above = next((p for p in out.parents if p.exists()), None)     # checked now, not after the work is done
+    if above is not None and not above.is_dir():
+        raise ArtifactError(f"{out}: {above} is a file, not a folder to write the {what} in")
     return out
 
 

@@ -7,6 +7,7 @@ key and what was expected, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -42,13 +43,14 @@ def _convert(value, annotation, where: str, default=None):
         if value is None:
             return None
         return _convert(value, options[0], where)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, str):
+    if annotation is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:            # YAML 1.1 reads 3e-4 (no dot) as a string
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
+            raise ConfigError(f"{where}: expected float, got {value!r}") from None
+        if not math.isfinite(number):       # a learning rate of inf or nan trains a model of NaNs
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if annotation in (int, float, str, bool) and not isinstance(value, annotation) or \
             (annotation is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")

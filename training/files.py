@@ -68,6 +68,18 @@ def sync_folder(folder: str | Path) -> None:
         os.close(fd)
 
 
+def read_json_object(path: str | Path) -> dict:
+    """A JSON file that must hold an object (a config.json, a manifest, a card): anything else is a ValueError
+    naming the file, not a traceback from the first `.get` on it."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    return data
+
+
 def read_rows(path: str | Path) -> list[tuple[int, dict]]:
     """(line, row) of a JSON list or JSONL(.gz) file of objects; a bad line is an error naming file and line."""
     path = Path(path)

@@ -12,10 +12,18 @@ import torch
 from training.model import KVCache
 
 
+GREEDY_BELOW = 1e-30      # logits / 1e-30 stay finite in float32; 1e-300 would be 0 there, and 0 / 0 is nan
+
+
+def greedy(temperature: float) -> bool:
+    return temperature < GREEDY_BELOW
+
+
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
     """Logits (…, V) with temperature applied and everything outside the top-k / the smallest set whose
-    probability reaches top-p (Holtzman et al. 2020) set to −inf; temperature 0 keeps only the argmax."""
-    if temperature <= 0:
+    probability reaches top-p (Holtzman et al. 2020) set to −inf; temperature 0 keeps only the argmax (as does one
+    so small that dividing by it would overflow: sampling there is greedy anyway)."""
+    if greedy(temperature):
         keep = logits == logits.max(dim=-1, keepdim=True).values
         return logits.masked_fill(~keep, float("-inf"))
     logits = logits / temperature
@@ -52,7 +60,7 @@ def generate(model, prompt: list[int], max_new_tokens: int = 64, temperature: fl
     out = []
     for _ in range(min(max_new_tokens, room)):
         filtered = filter_logits(logits.float(), temperature, top_k, top_p)
-        if temperature <= 0:
+        if greedy(temperature):
             token = int(filtered.argmax())
         else:
             token = int(torch.multinomial(filtered.softmax(-1), 1, generator=generator))

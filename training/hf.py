@@ -26,7 +26,7 @@ import torch
 
 from training.artifacts import ArtifactError
 from training.checkpoint import load_model_weights
-from training.files import cache_dir, write_atomic
+from training.files import cache_dir, read_json_object, write_atomic
 from training.model import ModelConfig, Transformer
 from training.tokenizer import Tokenizer
 
@@ -71,6 +71,8 @@ SUPPORTED = ("Llama-architecture models (model_type llama, LlamaForCausalLM: Smo
 
 def config_from_hf(hf: dict) -> ModelConfig:
     """Our ModelConfig from a Llama config.json (as a dict)."""
+    if not isinstance(hf, dict):
+        raise FormatError(f"expected a JSON object, got a {type(hf).__name__}")
     kind = hf.get("model_type", "llama")
     experts = hf.get("num_local_experts") or hf.get("num_experts") or 0
     if kind != "llama" or experts:
@@ -133,8 +135,9 @@ def load_hf(directory: str | Path) -> Transformer:
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory}: no config.json (not a Hugging Face model folder)")
+    config = read_json_object(directory / "config.json")        # its own message names the file
     try:
-        cfg = config_from_hf(json.loads((directory / "config.json").read_text()))
+        cfg = config_from_hf(config)
     except (FormatError, KeyError, ValueError) as e:
         raise FormatError(f"{directory / 'config.json'}: {e}") from None
     files = sorted(directory.glob("*.safetensors"))
@@ -146,7 +149,10 @@ def load_hf(directory: str | Path) -> Transformer:
             state.update(load_file(str(f)))
         except Exception as e:      # safetensors raises its own SafetensorError (and OSError) on a damaged file
             raise ArtifactError(f"{f}: not a readable safetensors file ({type(e).__name__}: {str(e)[:100]})") from None
-    return from_hf_state_dict(state, cfg)
+    try:
+        return from_hf_state_dict(state, cfg)
+    except FormatError as e:        # weights that do not fit config.json: say which folder
+        raise FormatError(f"{directory}: {e} (config.json and the weights disagree)") from None
 
 
 def load_gguf(path: str | Path) -> Transformer:

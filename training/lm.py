@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from training.artifacts import MANIFEST, ArtifactError
+from training.files import read_json_object
 from training.hf import imported, load_hf_tokenizer, load_model
 from training.losses import token_logprobs
 from training.model import KVCache, Transformer
@@ -412,9 +412,8 @@ def find_tokenizer(path: str | Path) -> Path:
     for folder in (path, path.parent, path.parent.parent):
         config = folder / "config.json"
         if config.is_file():
-            data = json.loads(config.read_text())
-            tokens = data.get("data", {}).get("tokens")
-            if tokens and (Path(tokens) / "tokenizer" / "tokenizer.model").is_file():
+            tokens = (read_json_object(config).get("data") or {}).get("tokens")
+            if isinstance(tokens, str) and tokens and (Path(tokens) / "tokenizer" / "tokenizer.model").is_file():
                 return Path(tokens) / "tokenizer"
         if (folder / "tokenizer.model").is_file():
             return folder
@@ -429,15 +428,15 @@ def recorded_tokenizer(path: str | Path) -> str | None:
     for folder in (path, path.parent, path.parent.parent):
         manifest = folder / MANIFEST
         if manifest.is_file():
-            data = json.loads(manifest.read_text())
+            data = read_json_object(manifest)
             if data.get("kind") in ("run", "hf-model") and data.get("provenance", {}).get("tokenizer_sha256"):
                 return data["provenance"]["tokenizer_sha256"]
         config = folder / "config.json"
         if config.is_file():
-            tokens = json.loads(config.read_text()).get("data", {}).get("tokens")
-            summary = Path(tokens) / "tokens.json" if tokens else None
+            tokens = (read_json_object(config).get("data") or {}).get("tokens")
+            summary = Path(tokens) / "tokens.json" if isinstance(tokens, str) and tokens else None
             if summary is not None and summary.is_file():
-                return json.loads(summary.read_text()).get("tokenizer_sha256")
+                return read_json_object(summary).get("tokenizer_sha256")
     return None
 
 

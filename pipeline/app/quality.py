@@ -47,8 +47,8 @@ def configure(parser) -> None:
 
 def main(args, beam_args: list[str]) -> int:
     if args.action == "train":
-        if args.epoch < 1:
-            raise UsageError(f"--epoch must be >= 1, got {args.epoch}")
+        if not 1 <= args.epoch <= 10_000:        # fastText takes a C int; thousands of passes are already a mistake
+            raise UsageError(f"--epoch must be from 1 to 10,000, got {args.epoch}")
         cfg = dataclasses.replace(quality.ClassifierConfig(), epoch=args.epoch)
         result = quality.train_classifier(args.positive or list(DEFAULT_POSITIVES),
                                           args.negative or list(DEFAULT_NEGATIVES), args.output, cfg, args.field)

@@ -150,7 +150,8 @@ def test_label_undo_restart_reload_resume_in_the_browser(browser, items, tmp_pat
                  "--set", "data.seq_len=128", "--set", "run.steps=2", "--set", "run.batch_size=2",
                  "--set", "run.progress=false", "--set", "lengths.prompts=1", "--set", "lengths.max_new_tokens=4"]) == 0
     assert json.loads((tmp_path / "dpo" / "summary.json").read_text())["pairs"] == {
-        "train": 2, "held_out": 1, "skipped_no_final_reply": 0, "skipped_too_long": 0}
+        "train": 2, "held_out": 1, "skipped_no_final_reply": 0, "skipped_too_long": 0,
+        "skipped_same_reply": 0}
 
 
 @pytest.mark.parametrize("bypass_csp", [False, True], ids=["with-csp", "escaping-alone"])

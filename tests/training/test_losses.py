@@ -116,6 +116,8 @@ def test_greedy_generation_with_the_cache_equals_argmax_without_it():
             seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
     assert fast == seq[len(prompt):]
     assert generate(model, prompt, 20, temperature=1.0, top_k=1, eos_id=None, seed=3) == fast
+    # a temperature too small to divide by in float32 (it was nan probabilities and a RuntimeError) samples greedily
+    assert generate(model, prompt, 20, temperature=1e-300, eos_id=None, seed=3) == fast
     a = generate(model, prompt, 20, temperature=1.0, seed=7, eos_id=None)
     assert a == generate(model, prompt, 20, temperature=1.0, seed=7, eos_id=None)
     assert len(generate(model, list(range(40)), 20, temperature=0, eos_id=None)) == 8      # the context is 48

@@ -68,7 +68,16 @@ def _mc(rows, context_of, choices_of, shots: int) -> list[Item]:
 
 
 def load_task(name: str, data_dir: Path, shots: int = 0, limit: int | None = None) -> Task:
-    """The task's items (the first `limit` after the few-shot examples; for MMLU `limit` per subject)."""
+    """The task's items (the first `limit` after the few-shot examples; for MMLU `limit` per subject); a task
+    that `shots` leaves no item of is an error, not a score of nan."""
+    task = _load_task(name, data_dir, shots, limit)
+    if not task.items:
+        raise ValueError(f"{name}: --shots {shots} leaves no item to score (the examples come from the task's own "
+                         f"items, which it would use up)")
+    return task
+
+
+def _load_task(name: str, data_dir: Path, shots: int, limit: int | None) -> Task:
     mc = data_dir / "mc"
     if name in MMLU_FORMATS:
         return _mmlu(data_dir / "mmlu", name, shots, limit)

@@ -324,14 +324,21 @@ def serve(app, host: str, port: int, on_ready=None) -> None:
 # --- agreement statistics ---------------------------------------------------------------------------------------
 
 def read_judgements(paths: list[str | Path]) -> list[dict]:
-    """Rows with a label from the given files; a labeler's later row for an item replaces the earlier."""
+    """Rows with a label from the given files; a labeler's later row for an item replaces the earlier. A row
+    whose item or labeler is not text is an error naming its file; files without one judgement are too."""
     latest = {}
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"no judgements at {path}")
-        for row in JudgementLog(path).rows():
+        for number, row in read_rows(path):
             if row.get("label") in LABELS and "item" in row and "labeler" in row:
+                if not (isinstance(row["item"], str) and isinstance(row["labeler"], str)):
+                    raise ValueError(f"{path}, line {number}: item and labeler must be text, got "
+                                     f"{row['item']!r} and {row['labeler']!r}")
                 latest[(row["labeler"], row["item"])] = row
+    if not latest:
+        raise ValueError(f"{', '.join(map(str, paths))}: no judgements in it (rows with a label, an item and a "
+                         f"labeler, as `refinery label serve` writes them)")
     return list(latest.values())
 
 

@@ -22,6 +22,7 @@ import torch
 from training.architectures import build
 from training.checkpoint import find_checkpoint, model_state
 from training.config import at_least, load_config
+from training.files import read_json_object
 from training.hf import config_from_hf, from_hf_state_dict, imported, load_model
 from training.loop import OptimConfig, RunConfig, eval_ends, train
 from training.losses import reward_loss
@@ -47,7 +48,7 @@ def load_reward_model(path: str | Path) -> ScalarHead:
         return model.eval()
     if hf is not None and hf.is_dir():
         from safetensors.torch import load_file  # optional ([hf] extra): only for Hugging Face folders
-        config = json.loads((hf / "config.json").read_text())
+        config = read_json_object(hf / "config.json")
         labels = config.get("num_labels") or len(config.get("id2label") or {"0": "score"})
         if "LlamaForSequenceClassification" not in config.get("architectures", []) or labels != 1:
             raise ValueError(f"{hf}: not a reward model (expected LlamaForSequenceClassification with one label, "
@@ -63,7 +64,7 @@ def load_reward_model(path: str | Path) -> ScalarHead:
         return model.eval()
     path = find_checkpoint(path)
     run_config = next((folder / "config.json" for folder in path.parents if (folder / "config.json").is_file()), None)
-    if run_config is not None and "ppo" in json.loads(run_config.read_text()):
+    if run_config is not None and "ppo" in read_json_object(run_config):
         raise ValueError(f"{path}: a PPO policy (its head is a value function), not a reward model")
     state = model_state(path)
     if "head.weight" not in state:

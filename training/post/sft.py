@@ -107,11 +107,17 @@ def sft(cfg: SFTConfig, resume: bool = False, log=print) -> dict:
     policy = load_policy(cfg.model, cfg.data.seq_len)
     pad = policy.pad_id
     encoded = [encode_conversation(policy.tokenizer, c, cfg.data.seq_len) for c in read_conversations(cfg.data.data)]
-    kept = [e for e in encoded if e is not None]
+    fitting = [e for e in encoded if e is not None]
+    kept = [e for e in fitting if any(label != IGNORE for label in e[1])]     # a reply to learn from
+    if not kept:
+        raise ValueError(f"{cfg.data.data}: no conversation with an assistant reply to learn "
+                         f"from ({len(encoded)} read, {len(encoded) - len(fitting)} longer than data.seq_len "
+                         f"{cfg.data.seq_len})")
     held = [e for i, e in enumerate(kept) if i % cfg.data.held_out_every == 0]
     train_set = [e for i, e in enumerate(kept) if i % cfg.data.held_out_every != 0]
+    no_reply = f", {len(fitting) - len(kept)} without an assistant reply" if len(fitting) > len(kept) else ""
     log(f"[sft] {len(train_set):,} training and {len(held):,} held-out conversations "
-        f"({len(encoded) - len(kept)} too long)")
+        f"({len(encoded) - len(fitting)} too long{no_reply})")
     if cfg.data.pack:
         conversations_in = len(train_set)
         train_set = pack(train_set, cfg.data.seq_len)
