@@ -160,6 +160,18 @@ def at_least(cfg, minimum, *names: str) -> None:
             raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
+MAX_CONTEXT = 1 << 20      # tokens per row or window: a million already needs a 512 MB RoPE table per model
+
+
+def at_most(cfg, maximum, *names: str) -> None:
+    """A ValueError naming the first of `names` whose value in `cfg` is above `maximum` (a typo's extra zeros would
+    otherwise end in a failed allocation of terabytes)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value > maximum:
+            raise ValueError(f"{name} must be <= {maximum:,}, got {value:,}")
+
+
 def within(cfg, low, high, *names: str, low_open: bool = False, high_open: bool = False) -> None:
     """A ValueError naming the first of `names` outside [low, high] (ends open as told)."""
     for name in names:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from training.artifacts import MANIFEST, ArtifactError, check, read_manifest
-from training.config import at_least
+from training.config import MAX_CONTEXT, at_least, at_most
 from training.shards import HEADER_BYTES, open_tokens, read_header
 
 
@@ -37,6 +37,7 @@ class DataConfig:
     def __post_init__(self):
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
+        at_most(self, MAX_CONTEXT, "seq_len")
         at_least(self, 0, "val_tokens", "seed")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")

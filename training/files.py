@@ -83,6 +83,8 @@ def read_json_object(path: str | Path) -> dict:
 def read_rows(path: str | Path) -> list[tuple[int, dict]]:
     """(line, row) of a JSON list or JSONL(.gz) file of objects; a bad line is an error naming file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder, expected a JSON or JSONL file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:

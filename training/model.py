@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.config import at_least
+from training.config import MAX_CONTEXT, at_least, at_most
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class ModelConfig:
     def __post_init__(self):
         at_least(self, 0, "vocab_size", "head_dim", "hidden_dim", "n_experts")
         at_least(self, 1, "dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len")
+        at_most(self, MAX_CONTEXT, "max_seq_len")
         at_least(self, 0.0, "balance_coef", "z_loss_coef", "init_std")
         if self.rope_theta <= 0 or self.norm_eps <= 0:
             raise ValueError(f"rope_theta and norm_eps must be > 0, got {self.rope_theta}, {self.norm_eps}")

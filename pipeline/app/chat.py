@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.app.common import non_negative_float, non_negative_int, positive_int, text, unit_interval
+from pipeline.app.common import non_negative_float, non_negative_int, positive_int, seed, text, unit_interval
 from training.lm import load_lm
 from training.post.chat import reply
 
@@ -23,7 +23,7 @@ def configure(parser) -> None:
     parser.add_argument("--temperature", type=non_negative_float, default=0.7, help="0 = greedy (default 0.7)")
     parser.add_argument("--top-k", type=non_negative_int, default=0, metavar="K")
     parser.add_argument("--top-p", type=unit_interval, default=0.95, metavar="P")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
 
 
 def _read_line() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from pipeline.shared_data import shared_data_dir
@@ -123,8 +124,9 @@ def _number(kind, test, expected: str):
 
 positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _number(float, lambda v: v > 0, "a number > 0")
-non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+positive_float = _number(float, lambda v: 0 < v < math.inf, "a number > 0")
+non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "a number >= 0")
+seed = _number(int, lambda v: 0 <= v < 2 ** 63, "a seed from 0 to 2**63 - 1")    # what torch's generators take
 unit_interval = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 open_unit_interval = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 port_number = _number(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")

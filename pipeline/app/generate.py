@@ -6,7 +6,7 @@ refinery generate --model out/run/train --prompt "The city council said" --tempe
 """
 from __future__ import annotations
 
-from pipeline.app.common import non_negative_float, non_negative_int, positive_int, text, unit_interval
+from pipeline.app.common import non_negative_float, non_negative_int, positive_int, seed, text, unit_interval
 from training.generate import generate
 from training.lm import load_lm
 
@@ -22,7 +22,7 @@ def configure(parser) -> None:
                         help="keep the K most likely tokens (0 = all)")
     parser.add_argument("--top-p", type=unit_interval, default=0.95, metavar="P",
                         help="nucleus sampling mass (default 0.95)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--tokenizer", metavar="DIR")
     parser.add_argument("--other-tokenizer", action="store_true",
                         help="use --tokenizer even if it is not the one the model was trained with (sha256)")

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.app.common import UsageError, non_negative_float, port_number, positive_int, text, unit_interval
+from pipeline.app.common import UsageError, non_negative_float, port_number, positive_int, seed, text, unit_interval
 from training.artifacts import jsonl_with, prepare_file, refuse_own_input
 from training.post.label import (
     DEFAULT_GUIDELINES,
@@ -63,7 +63,7 @@ def configure(parser) -> None:
     serve_.add_argument("--temperature", type=non_negative_float, default=0.9, metavar="T",
                         help="with --model (default 0.9)")
     serve_.add_argument("--top-p", type=unit_interval, default=0.95, metavar="P", help="with --model (default 0.95)")
-    serve_.add_argument("--seed", type=int, default=0, help="response seeds are SEED + 2i and SEED + 2i + 1")
+    serve_.add_argument("--seed", type=seed, default=0, help="response seeds are SEED + 2i and SEED + 2i + 1")
     serve_.add_argument("--generate-only", action="store_true",
                         help="with --model: write the responses file and exit")
     stats = actions.add_parser("stats", help="inter-labeler agreement (Cohen's kappa) and position bias",

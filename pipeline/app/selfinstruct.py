@@ -6,7 +6,7 @@ refinery selfinstruct --output out/synthetic.jsonl --n 50
 """
 from __future__ import annotations
 
-from pipeline.app.common import SEED_TASKS, positive_int, shared_paths
+from pipeline.app.common import SEED_TASKS, positive_int, seed, shared_paths
 from training.artifacts import json_with, jsonl_with, prepare_file
 from training.post.selfinstruct import SelfInstructConfig, read_seed_instructions, run_self_instruct
 
@@ -23,7 +23,7 @@ def configure(parser) -> None:
                         help="seed tasks (default: the shared data's sft/self_instruct_seed_tasks.jsonl)")
     parser.add_argument("--output", required=True, metavar="FILE.jsonl")
     parser.add_argument("--n", type=positive_int, default=20, help="instructions to accept (default 20)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
 
 
 def main(args, beam_args: list[str]) -> int:

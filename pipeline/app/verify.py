@@ -18,6 +18,8 @@ def configure(parser) -> None:
 
 
 def main(args, beam_args: list[str]) -> int:
+    if Path(args.directory).is_file():
+        raise ValueError(f"{args.directory}: a file; give the folder that holds manifest.json")
     if not Path(args.directory).is_dir():
         raise FileNotFoundError(f"no such folder: {args.directory}")
     problems = verify(args.directory)

@@ -21,7 +21,7 @@ import torch
 
 from training.architectures import build
 from training.checkpoint import find_checkpoint, model_state
-from training.config import at_least, load_config
+from training.config import MAX_CONTEXT, at_least, at_most, load_config
 from training.files import read_json_object
 from training.hf import config_from_hf, from_hf_state_dict, imported, load_model
 from training.loop import OptimConfig, RunConfig, eval_ends, train
@@ -147,6 +147,7 @@ class PreferenceData:
 
     def __post_init__(self):
         at_least(self, 2, "seq_len", "held_out_every")
+        at_most(self, MAX_CONTEXT, "seq_len")
         at_least(self, 0, "limit", "seed")
         if self.truncation not in TRUNCATIONS:
             raise ValueError(f"data.truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from training.config import at_least, load_config
+from training.config import MAX_CONTEXT, at_least, at_most, load_config
 from training.loop import OptimConfig, RunConfig, eval_ends, train
 from training.losses import IGNORE, next_token_loss
 from training.post.batches import EpochBatches
@@ -35,6 +35,7 @@ class SFTData:
 
     def __post_init__(self):
         at_least(self, 2, "seq_len", "held_out_every")
+        at_most(self, MAX_CONTEXT, "seq_len")
 
 
 @dataclass(frozen=True)
