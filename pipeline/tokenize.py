@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.dataset import dataset_files, join, listed, remove, write_atomic
+from pipeline.dataset import dataset_files, join, remove, write_atomic
 from pipeline.runner import quiet_workers, runner_options
 from training.artifacts import FolderLock, prepare_output, safe_name, sha256_file, write_manifest
 from training.shards import shard_bytes
@@ -30,6 +30,16 @@ from training.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer
 
 SUMMARIES = "_shards"     # each shard's figures, read back once the job is done (then removed)
 _COLUMNS = ("id", "text", "domain", "repeat", "warc_file", "warc_record_id", "warc_offset")
+
+
+def _stem(path: str) -> str:
+    """A dataset file's name without .parquet: its shards' names in each domain's folder."""
+    return path.rsplit("/", 1)[-1].removesuffix(".parquet")
+
+
+def _summary_path(output_dir: str, domain: str, stem: str) -> str:
+    """Where the figures of one shard wait for the job's end (read back, then removed)."""
+    return join(output_dir, SUMMARIES, domain, f"{stem}.json")
 
 
 class TokenizeFileDoFn(beam.DoFn):
@@ -47,7 +57,7 @@ class TokenizeFileDoFn(beam.DoFn):
         by_domain = defaultdict(list)
         for row in rows:
             by_domain[safe_name(row.get("domain") or "all", f"domain label in {path}")].append(row)
-        stem = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+        stem = _stem(path)
         for domain, docs in sorted(by_domain.items()):
             encoded = self.tokenizer.encode_batch([d["text"] for d in docs])
             sequences, index, start = [], [], 0
@@ -64,8 +74,7 @@ class TokenizeFileDoFn(beam.DoFn):
             write_atomic(join(self.output_dir, domain, f"{stem}.bin"), data)      # the shard last: it marks done
             summary = {"domain": domain, "file": f"{domain}/{stem}.bin", "tokens": start,
                        "documents": len(docs), "sequences": len(sequences)}
-            write_atomic(join(self.output_dir, SUMMARIES, domain, f"{stem}.json"), json.dumps(summary).encode())
-            yield summary
+            write_atomic(_summary_path(self.output_dir, domain, stem), json.dumps(summary).encode())
 
 
 class TokenizeDataset(beam.PTransform):
@@ -109,14 +118,16 @@ def tokenize(dataset_dir: str, tokenizer_dir: str, output_dir: str, beam_args: l
     started = time.monotonic()
     tokenizer = Tokenizer(tokenizer_dir)          # fail before the job if it is missing
     files = dataset_files(dataset_dir)
-    domains_of(files)                             # a label like ../../x fails here, before anything is written
+    domains = domains_of(files)                   # a label like ../../x fails here, before anything is written
     local = "://" not in output_dir
     if local:
         prepare_output(output_dir, "tokens", [dataset_dir, tokenizer_dir], overwrite=overwrite)
     with FolderLock(output_dir) if local else contextlib.nullcontext():
         with quiet_workers(), beam.Pipeline(options=runner_options(list(beam_args))) as p:
             _ = p | "Tokenize" >> TokenizeDataset(files, tokenizer_dir, output_dir)
-        summaries = listed(join(output_dir, SUMMARIES), "**")
+        # the figures this job wrote, by name: never a file of that folder it did not write
+        summaries = [path for path in (_summary_path(output_dir, d, _stem(f)) for d in domains for f in files)
+                     if FileSystems.exists(path)]
         shards = []
         for path in summaries:
             with FileSystems.open(path) as fh:

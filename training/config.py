@@ -160,7 +160,7 @@ def at_least(cfg, minimum, *names: str) -> None:
             raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
-MAX_CONTEXT = 1 << 20      # tokens per row or window: a million already needs a 512 MB RoPE table per model
+MAX_CONTEXT = 1 << 20      # tokens per row or window: a million already takes 512 MB of RoPE tables (head size 64)
 
 
 def at_most(cfg, maximum, *names: str) -> None:
