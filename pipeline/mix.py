@@ -38,7 +38,7 @@ from filters.quality import normalize_for_fasttext
 from pipeline import doc as items
 from pipeline.dataset import dataset_files, join, write_atomic
 from pipeline.quality import resolve_inputs
-from pipeline.resources import FastTextModel, prepare_model_file, save_fasttext
+from pipeline.resources import FastTextModel, prepare_model_file, save_fasttext, train_fasttext
 from pipeline.stage import DocDoFn, Ledger, Stage
 from training.files import parquet_texts
 
@@ -287,8 +287,6 @@ DOMAIN_BUCKETS = 200_000        # hashed bigram rows; fastText's default 2 M mad
 def train_domain_classifier(inputs: list[str], output: str, epoch: int = 10, log=print) -> dict:
     """fastText on the documents of curated datasets (Parquet with url and text) that the URL rules label."""
 
-    import fasttext  # C extension: loaded on the worker that needs the model
-
     paths = [path for spec in inputs for path in resolve_inputs(spec)]
     prepare_model_file(output, [*inputs, *paths], "domain", "labels")
     examples = []
@@ -309,8 +307,8 @@ def train_domain_classifier(inputs: list[str], output: str, epoch: int = 10, log
         fh.writelines(f"{_LABEL}{d} {t}\n" for d, t in used)
         train_file = fh.name
     try:
-        model = fasttext.train_supervised(train_file, wordNgrams=2, epoch=epoch, lr=0.2, dim=50, bucket=DOMAIN_BUCKETS,
-                                          minCount=1, thread=1, seed=0, verbose=0)
+        model = train_fasttext(train_file, wordNgrams=2, epoch=epoch, lr=0.2, dim=50, bucket=DOMAIN_BUCKETS,
+                               minCount=1, thread=1, seed=0, verbose=0)
     finally:
         os.unlink(train_file)
     save_fasttext(model, output, {"inputs": inputs, "labels": labels, "documents": len(examples)})

@@ -34,7 +34,7 @@ from filters.quality import (
 )
 from pipeline import doc as items
 from pipeline.charset import decode_html
-from pipeline.resources import FastTextModel, load_fasttext, prepare_model_file, save_fasttext
+from pipeline.resources import FastTextModel, load_fasttext, prepare_model_file, save_fasttext, train_fasttext
 from pipeline.shared_data import shared_data_dir
 from pipeline.stage import ApplyFilter, DocDoFn, Ledger, Stage
 from pipeline.warc import Page, read_file
@@ -189,7 +189,6 @@ def train_classifier(positives: list[str], negatives: list[str], output: str,
                      log=print) -> ClassifierResult:
     """Train the classifier on the texts of `positives` vs `negatives` (paths or globs), hold out a share of
     each for precision / recall / AUC, save the model and a `.json` card beside it."""
-    import fasttext  # C extension: loaded on the worker that needs the model
     started = time.monotonic()
     prepare_model_file(output, [str(p) for spec in [*positives, *negatives] for p in resolve_inputs(spec)],
                        "quality", "positives")
@@ -213,9 +212,8 @@ def train_classifier(positives: list[str], negatives: list[str], output: str,
             fh.write(f"{label} {normalize_for_fasttext(text)}\n")
         train_file = fh.name
     try:
-        model = fasttext.train_supervised(train_file, wordNgrams=cfg.word_ngrams, epoch=cfg.epoch, lr=cfg.lr,
-                                          dim=cfg.dim, bucket=cfg.bucket, minCount=1, thread=1, seed=cfg.seed,
-                                          verbose=0)
+        model = train_fasttext(train_file, wordNgrams=cfg.word_ngrams, epoch=cfg.epoch, lr=cfg.lr, dim=cfg.dim,
+                               bucket=cfg.bucket, minCount=1, thread=1, seed=cfg.seed, verbose=0)
     finally:
         os.unlink(train_file)
     metrics = {}

@@ -105,6 +105,41 @@ def prepare_model_file(output: str, inputs: list, kind: str, card_key: str) -> N
         raise ArtifactError(f"{output}: {Path(output).parent} is a file, not a folder")
 
 
+_M_PERTURB = -6      # glibc's mallopt parameter: memory malloc hands out is set to (perturb byte ^ 0xff)
+
+
+def train_fasttext(lines: str, **options):
+    """`fasttext.train_supervised(lines, **options)` from weights that are the same on every run.
+
+    The fastText build we install (fasttext-numpy2) allocates its weight matrices without clearing them, and with
+    one thread (ours, for a run-to-run identical model) initialises only the first tenth of the input matrix. In
+    a fresh process the rest comes straight from the kernel as zeros; after other work in the same process it
+    can be memory freed earlier: the model then differs from run to run and may diverge ("Encountered NaN": CI
+    saw it on `refinery domains train` after other README commands in one process). While glibc's perturb byte is
+    0xff every allocation is handed out zeroed, so training runs with it set, and the setting is restored after.
+    Elsewhere (not glibc) a warning says the weights may start from uncleared memory."""
+    import ctypes
+
+    import fasttext  # C extension: loaded on the worker that needs the model
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        mallopt = None
+        log.warning("fastText's weights may start from uncleared memory here (no glibc mallopt): the model may "
+                    "differ from run to run")
+    if mallopt is not None:
+        mallopt(_M_PERTURB, 0xff)
+    try:
+        return fasttext.train_supervised(lines, **options)
+    finally:
+        if mallopt is not None:
+            try:
+                before = int(os.environ.get("MALLOC_PERTURB_", "0")) & 0xff
+            except ValueError:
+                before = 0
+            mallopt(_M_PERTURB, before)
+
+
 def save_fasttext(model, output: str, card: dict) -> None:
     """The model written whole or not at all (a temporary name, then renamed), then its card with its sha256."""
     Path(output).parent.mkdir(parents=True, exist_ok=True)

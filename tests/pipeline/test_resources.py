@@ -1,5 +1,9 @@
 """What the checks read, loaded as workers load it, and the checks that need it inside Beam (ApplyFilter)."""
 import io
+import json
+import os
+import subprocess
+import sys
 import tarfile
 
 import apache_beam as beam
@@ -14,6 +18,7 @@ from filters.url import Reason as UrlReason, UrlConfig, check_url
 from pipeline import doc as items
 from pipeline.resources import BadWords, LanguageModel, StopWords, UrlLists, blocklist_domains, resolve
 from pipeline.stage import ApplyFilter
+from tests.conftest import REPO
 
 
 def live_doc(text, url="https://example.org/", language=None):
@@ -99,3 +104,33 @@ def test_missing_resources_fail_before_the_job_runs(tmp_path):
 def test_the_language_model_loads_without_a_check_first():
     model = LanguageModel(LanguageConfig())()
     assert language.predict_language(model, "The cat sat on the mat and looked out of the window.")[0] == "en"
+
+
+TRAIN_AND_HASH = """
+import hashlib, sys
+import numpy as np
+from pipeline.resources import train_fasttext
+model = train_fasttext(sys.argv[1], wordNgrams=2, epoch=5, lr=0.2, dim=20, bucket=20000, minCount=1, thread=1,
+                       seed=0, verbose=0)
+weights = model.get_input_matrix()
+print(hashlib.sha256(weights.tobytes()).hexdigest(), float(np.abs(weights).max()))
+"""
+
+
+def test_fasttext_trains_the_same_model_whatever_memory_the_allocator_hands_it(data, tmp_path):
+    """fastText leaves most of its weights as the allocator hands them over; glibc's MALLOC_PERTURB_ fills what it
+    hands over with other bytes, as reused memory would be (1 made CI's "Encountered NaN"): the model must not
+    change."""
+    lines = tmp_path / "train.txt"
+    with open(data / "text/dclm-human-quality-labels/majority_data.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    lines.write_text("".join(f"__label__{row['label']} {' '.join(row['text'].split())}\n" for row in rows[:300]),
+                     encoding="utf-8")
+    seen = {}
+    for perturb in ("", "1", "42"):
+        done = subprocess.run([sys.executable, "-c", TRAIN_AND_HASH, str(lines)], cwd=REPO, capture_output=True,
+                              text=True, env={**os.environ, "MALLOC_PERTURB_": perturb})
+        assert done.returncode == 0, f"MALLOC_PERTURB_={perturb}: {done.stderr[-1500:]}"
+        seen[perturb] = done.stdout.split()
+    assert seen["1"] == seen["42"] == seen[""]
+    assert 0 < float(seen[""][1]) < 10          # trained weights, not memory filled with 0xd5 bytes (-2.9e13)
