@@ -42,6 +42,9 @@ def _convert(value, annotation, where: str, default=None):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
             return None
+        if any(isinstance(value, option) and (option is bool or not isinstance(value, bool)) for option in options
+               if isinstance(option, type)):
+            return value                 # already one of the types the field takes (run.compile: "auto" or false)
         return _convert(value, options[0], where)
     if annotation is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:            # YAML 1.1 reads 3e-4 (no dot) as a string

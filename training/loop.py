@@ -87,7 +87,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"            # auto: cuda if available, else cpu
     dtype: str = "auto"             # auto: bfloat16 autocast on CUDA, float32 on CPU; or float32 / bfloat16
-    compile: str = "auto"           # auto: torch.compile on CUDA only; or "true" / "false"
+    compile: str | bool = "auto"    # auto: torch.compile on CUDA only; or true / false (YAML's booleans)
     init_from: str = ""             # weights (not optimiser) of a checkpoint / HF folder / GGUF: continual training
     stop_at_step: int = 0           # stop (with a checkpoint) before this step, the schedule unchanged: preemption
     peak_flops: float = 0.0         # for MFU where the device is not in the table (e.g. CPUs); 0 = unknown
@@ -101,6 +101,8 @@ class RunConfig:
                  "peak_flops")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+        if isinstance(self.compile, bool):
+            object.__setattr__(self, "compile", str(self.compile).lower())
         if self.compile not in ("auto", "true", "false"):
             raise ValueError(f"compile must be auto, true or false, got {self.compile!r}")
 

@@ -28,6 +28,17 @@ def test_a_saved_config_is_the_base_and_set_goes_on_top():
     assert (cfg.model, cfg.run.steps, cfg.run.batch_size) == ("m", 9, 3)
 
 
+def test_true_and_false_are_what_the_text_options_say():
+    """run.compile is auto, true or false; YAML reads `false` as a boolean, which was refused ("expected str, got
+    False") for the value the config's own comment offers. Text options that are not booleans still refuse one."""
+    assert load_train_config(None, ["run.compile=false"]).run.compile == "false"
+    assert load_train_config(None, ["run.compile=true"]).run.compile == "true"
+    with pytest.raises(ConfigError, match="run.dtype: expected str, got False"):
+        load_train_config(None, ["run.dtype=false"])
+    with pytest.raises(ConfigError, match="run.compile: expected str, got 3"):
+        load_train_config(None, ["run.compile=3"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("run.stepz=3", r"unknown key\(s\) stepz"), ("run.steps=many", "run.steps: expected int"),
     ("run.steps=0", "steps must be >= 1"), ("optim=3", "optim: expected a mapping"),
