@@ -76,7 +76,9 @@ def add_run_options(parser, model_help: str = MODELS) -> None:
 
 def saved_config(run_dir: str, loader, sets: list[str] = ()):
     """The config a run folder saved (RUN/config.json) through `loader`, with --set overrides: for --resume. A
-    file that is not JSON, or a run another verb made, is an error naming the folder."""
+    file that is not JSON, or a run another verb made, is an error naming the folder. The saved run.stop_at_step
+    is not carried: it stopped the run being resumed (a resume stopped at once, exit 0, having done nothing); one
+    given again with --set applies."""
     saved = Path(run_dir) / "config.json"
     if not saved.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.json (not a run folder to resume)")
@@ -87,7 +89,7 @@ def saved_config(run_dir: str, loader, sets: list[str] = ()):
     if not isinstance(base, dict):
         raise ValueError(f"{saved}: expected a JSON object of config sections")
     try:
-        return loader(None, [*sets, f"run.out_dir={run_dir}"], base=base)
+        return loader(None, ["run.stop_at_step=0", *sets, f"run.out_dir={run_dir}"], base=base)
     except (ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"{run_dir}: its config.json does not fit this command (a run another verb made?): "
                          f"{str(e)[:160]}") from None
