@@ -100,7 +100,7 @@ def main() -> int:
     run_ours, run_base = ours, base
     if args.compile:
         run_ours, run_base = torch.compile(ours), torch.compile(base)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU, '}"
+    print(f"device {device} ({torch.cuda.get_device_name(device) + ', ' if device.type == 'cuda' else 'CPU, '}"
           f"{torch.get_num_threads()} threads), torch {torch.__version__}; dim {args.dim}, {args.layers} layers, "
           f"{args.heads} heads ({args.kv_heads} kv), seq {args.seq}, batch {args.batch}, vocab {args.vocab}")
     print(f"parameters: ours {ours.num_params() / 1e6:.2f} M, nn.TransformerEncoder "
