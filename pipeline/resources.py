@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import ctypes
 import hashlib
 import importlib.metadata
 import io
@@ -118,8 +119,6 @@ def train_fasttext(lines: str, **options):
     saw it on `refinery domains train` after other README commands in one process). While glibc's perturb byte is
     0xff every allocation is handed out zeroed, so training runs with it set, and the setting is restored after.
     Elsewhere (not glibc) a warning says the weights may start from uncleared memory."""
-    import ctypes
-
     import fasttext  # C extension: loaded on the worker that needs the model
     try:
         mallopt = ctypes.CDLL(None).mallopt
