@@ -238,9 +238,9 @@ def evaluate(model_path: str, labelled: list[str] = HUMAN_LABELS) -> dict[str, d
     for spec in labelled:
         for path in resolve_inputs(spec):
             records = []
-            for number, row in read_rows(path):
+            for where, row in read_rows(path):
                 if not isinstance(row.get("text"), str) or row.get("label") not in (0, 1, "0", "1"):
-                    raise ValueError(f"{path}, line {number}: expected a text string and a label 0 or 1")
+                    raise ValueError(f"{path}, {where}: expected a text string and a label 0 or 1")
                 records.append(row)
             scores = [quality_score(model, r["text"]) for r in records]
             labels = [int(r["label"]) == 1 for r in records]
@@ -256,9 +256,9 @@ def score_jsonl(model_path: str, source: str, target: str, field: str = "text") 
     prepare_file(target, [source, model_path, model_path + ".json"], jsonl_with("quality_score"), "scored JSONL")
     model = load_classifier(model_path)
     lines = []
-    for number, record in read_rows(source):
+    for where, record in read_rows(source):
         if not isinstance(record.get(field), str):
-            raise ValueError(f"{source}, line {number}: no string field {field!r}")
+            raise ValueError(f"{source}, {where}: no string field {field!r}")
         record["quality_score"] = round(quality_score(model, record[field]), 6)
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
     data = "".join(lines).encode("utf-8")

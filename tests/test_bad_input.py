@@ -80,6 +80,12 @@ def w(tmp_path_factory, small_base, sample_tokens, sample_tokenizer_dir, sample_
     f.prompts = write("prompts.jsonl", json.dumps({"prompt": "Say hi."}) + "\n")
     f.number_labeler = write("number-labeler.jsonl", json.dumps({"label": "a", "item": "x", "labeler": 3}) + "\n")
     f.no_reply = write("no-reply.jsonl", json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n")
+    f.bad_instances = write("bad-instances.jsonl", json.dumps({"instruction": "Say hi", "instances": [{"input": ""}]})
+                            + "\n")
+    f.null_item = write("null-item.json", json.dumps([{"messages": [{"role": "user", "content": "Hi"},
+                                                                    {"role": "assistant", "content": "Hello"}]},
+                                                      None]))
+    f.turns_text = write("turns-text.jsonl", json.dumps({"turns": "Hi"}) + "\n")
     # folders that look like a command's own by a file's name only, and a run folder holding its own input
     f.foreign_run, f.foreign_stats, f.run_with_input = root / "foreign-run", root / "foreign-stats", root / "run-in"
     (f.foreign_run / "curated").mkdir(parents=True)
@@ -206,7 +212,7 @@ CASES = {
                                        str(w.root / "d1")], 2, "empty.jsonl"),
     "reward rows that are lists": Case(lambda w: ["reward", "--model", w.model, "--pairs", w.lists, "--output",
                                                   str(w.root / "r2")], 2,
-                                       "lists.jsonl, line 2: expected a JSON object, got list"),
+                                       "lists.jsonl, line 2: expected a JSON object, got a list"),
     "reward a row without rejected": Case(lambda w: ["reward", "--model", w.model, "--pairs", w.no_key, "--output",
                                                      str(w.root / "r3")], 2,
                                           "no-key.jsonl, line 2: expected chosen and rejected"),
@@ -299,6 +305,18 @@ CASES = {
     "sft with a seq_len of 10**11": Case(lambda w: ["sft", "--model", w.model, "--data", w.no_reply, "--output",
                                                     str(w.root / "s11"), "--set", "data.seq_len=100000000000"], 2,
                                          "seq_len must be <= 1,048,576, got 100,000,000,000"),
+    "sft on instances without an output": Case(lambda w: ["sft", "--model", w.model, "--data", w.bad_instances,
+                                                          "--output", str(w.root / "s13")], 2,
+                                               "bad-instances.jsonl, line 1: instances[0] must be an object with an "
+                                               "output"),
+    "sft on a JSON list with a null item": Case(lambda w: ["sft", "--model", w.model, "--data", w.null_item,
+                                                           "--output", str(w.root / "s14")], 2,
+                                                "null-item.json, item 2: expected a JSON object, got null"),
+    "label serve on prompts whose turns are a string": Case(lambda w: ["label", "serve", "--model", w.model,
+                                                                       "--prompts", w.turns_text, "--output",
+                                                                       str(w.root / "turns.jsonl")], 2,
+                                                            "turns-text.jsonl, line 1: turns must be a list of "
+                                                            "strings, got a string"),
     "sft on a folder": Case(lambda w: ["sft", "--model", w.model, "--data", w.others, "--output",
                                        str(w.root / "s12")], 2, "others: a folder, expected a JSON or JSONL file"),
     "sft with a learning rate of nan": Case(lambda w: ["sft", "--model", w.model, "--data", w.no_reply, "--output",

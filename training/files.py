@@ -80,8 +80,18 @@ def read_json_object(path: str | Path) -> dict:
     return data
 
 
-def read_rows(path: str | Path) -> list[tuple[int, dict]]:
-    """(line, row) of a JSON list or JSONL(.gz) file of objects; a bad line is an error naming file and line."""
+JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
+              bool: "true or false", type(None): "null"}
+
+
+def json_type(value) -> str:
+    """What a JSON value is, as the file spells it (null, not NoneType)."""
+    return JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def read_rows(path: str | Path) -> list[tuple[str, dict]]:
+    """(where, row) of a JSON list or JSONL(.gz) file of objects — `where` is "line N" of a JSONL file or "item N"
+    of a JSON list, for messages about the row; a bad line is an error naming file and line."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path}: a folder, expected a JSON or JSONL file")
@@ -116,8 +126,8 @@ def read_rows(path: str | Path) -> list[tuple[int, dict]]:
                     raise ValueError(f"{path}, line {number}: not JSON ({e.msg})") from None
     for number, row in rows:
         if not isinstance(row, dict):
-            raise ValueError(f"{path}, {unit} {number}: expected a JSON object, got {type(row).__name__}")
-    return rows
+            raise ValueError(f"{path}, {unit} {number}: expected a JSON object, got {json_type(row)}")
+    return [(f"{unit} {number}", row) for number, row in rows]
 
 
 def parquet_texts(path: str | Path, columns: tuple[str, ...] = ("text",)) -> list[tuple]:

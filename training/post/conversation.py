@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from training.files import read_rows
+from training.files import json_type, read_rows
 from training.losses import IGNORE
 
 ROLE_MARKERS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
@@ -25,48 +25,56 @@ _TURN = re.compile(r"\n\n(Human|Assistant): ")
 
 # ---------------------------------------------------------------------------------------------- files
 
-def _text(value, path, number: int, key: str) -> str:
+def _text(value, path, where: str, key: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{path}, line {number}: {key} must be a string, got {type(value).__name__}")
+        raise ValueError(f"{path}, {where}: {key} must be a string, got {json_type(value)}")
     return value
 
 
-def _messages(value, path, number: int) -> list[dict]:
+def _messages(value, path, where: str) -> list[dict]:
     if not isinstance(value, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
-        raise ValueError(f"{path}, line {number}: messages must be a list of {{role, content}}")
+        raise ValueError(f"{path}, {where}: messages must be a list of {{role, content}}")
     for m in value:
         if m["role"] not in ROLE_MARKERS:
-            raise ValueError(f"{path}, line {number}: unknown role {m['role']!r} (system, user or assistant)")
-    return [{"role": m["role"], "content": _text(m["content"], path, number, "content")} for m in value]
+            raise ValueError(f"{path}, {where}: unknown role {m['role']!r} (system, user or assistant)")
+    return [{"role": m["role"], "content": _text(m["content"], path, where, "content")} for m in value]
 
 
 def read_conversations(path: str | Path) -> list[list[dict]]:
     """SFT conversations (lists of {"role", "content"}) from any of the supported files."""
     conversations = []
-    for number, row in read_rows(path):
+    for where, row in read_rows(path):
         if "messages" in row:
-            conversations.append(_messages(row["messages"], path, number))
+            conversations.append(_messages(row["messages"], path, where))
         elif "prompt" in row and "completion" in row:
-            conversations.append([{"role": "user", "content": _text(row["prompt"], path, number, "prompt")},
-                                  {"role": "assistant", "content": _text(row["completion"], path, number,
+            conversations.append([{"role": "user", "content": _text(row["prompt"], path, where, "prompt")},
+                                  {"role": "assistant", "content": _text(row["completion"], path, where,
                                                                          "completion")}])
         elif "instruction" in row and "output" in row:
-            conversations.append([{"role": "user", "content": _instruction(row, path, number)},
-                                  {"role": "assistant", "content": _text(row["output"], path, number, "output")}])
-        elif "instruction" in row and "instances" in row:
-            for instance in row["instances"]:
-                prompt = row["instruction"] + (f"\n\n{instance['input']}" if instance.get("input") else "")
-                conversations.append([{"role": "user", "content": prompt},
-                                      {"role": "assistant", "content": instance["output"]}])
+            conversations.append([{"role": "user", "content": _instruction(row, path, where)},
+                                  {"role": "assistant", "content": _text(row["output"], path, where, "output")}])
+        elif "instruction" in row and "instances" in row:          # Self-Instruct's seed tasks
+            instances = row["instances"]
+            if not isinstance(instances, list):
+                raise ValueError(f"{path}, {where}: instances must be a list of {{input, output}}, got "
+                                 f"{json_type(instances)}")
+            for n, instance in enumerate(instances):
+                if not isinstance(instance, dict) or "output" not in instance:
+                    raise ValueError(f"{path}, {where}: instances[{n}] must be an object with an output")
+            for instance in instances:
+                conversations.append([{"role": "user", "content": _instruction({**instance, "instruction":
+                                                                                row["instruction"]}, path, where)},
+                                      {"role": "assistant", "content": _text(instance["output"], path, where,
+                                                                             "output")}])
         else:
-            raise ValueError(f"{path}, line {number}: expected messages, prompt/completion, instruction/output or "
+            raise ValueError(f"{path}, {where}: expected messages, prompt/completion, instruction/output or "
                              f"instruction/instances; got keys {sorted(row)}")
     return conversations
 
 
-def _instruction(row: dict, path, number: int) -> str:
-    text = _text(row["instruction"], path, number, "instruction")
-    return text + (f"\n\n{_text(row['input'], path, number, 'input')}" if row.get("input") else "")
+def _instruction(row: dict, path, where: str) -> str:
+    text = _text(row["instruction"], path, where, "instruction")
+    return text + (f"\n\n{_text(row['input'], path, where, 'input')}" if row.get("input") else "")
 
 
 def parse_dialogue(text: str) -> list[dict]:
@@ -83,14 +91,14 @@ def read_pairs(paths: list[str | Path]) -> list[tuple[list[dict], list[dict]]]:
         rows = read_rows(path)
         if not rows:
             raise ValueError(f"{path}: no preference pairs in it (empty)")
-        for number, row in rows:
+        for where, row in rows:
             if row.get("label") in ("tie", "skip"):
                 continue
             if "chosen" not in row or "rejected" not in row:
-                raise ValueError(f"{path}, line {number}: expected chosen and rejected, got {sorted(row)}")
-            chosen, rejected = (_text(row[k], path, number, k) for k in ("chosen", "rejected"))
+                raise ValueError(f"{path}, {where}: expected chosen and rejected, got {sorted(row)}")
+            chosen, rejected = (_text(row[k], path, where, k) for k in ("chosen", "rejected"))
             if "prompt" in row:
-                prompt = [{"role": "user", "content": _text(row["prompt"], path, number, "prompt")}]
+                prompt = [{"role": "user", "content": _text(row["prompt"], path, where, "prompt")}]
                 pairs.append((prompt + [{"role": "assistant", "content": chosen}],
                               prompt + [{"role": "assistant", "content": rejected}]))
             else:
@@ -107,21 +115,23 @@ def read_prompts(paths: list[str | Path]) -> list[list[dict]]:
         if rows and "chosen" in rows[0][1]:
             prompts += [chosen[:-1] for chosen, _ in read_pairs([path])]
             continue
-        for number, row in rows:
+        for where, row in rows:
             if "messages" in row:
-                messages = _messages(row["messages"], path, number)
+                messages = _messages(row["messages"], path, where)
                 prompts.append(messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages)
                 continue
             if "prompt" in row:
-                text = _text(row["prompt"], path, number, "prompt")
+                text = _text(row["prompt"], path, where, "prompt")
             elif "instruction" in row:
-                text = _instruction(row, path, number)
+                text = _instruction(row, path, where)
             elif row.get("turns"):
-                text = _text(row["turns"][0], path, number, "turns")
+                if not isinstance(row["turns"], list):
+                    raise ValueError(f"{path}, {where}: turns must be a list of strings, got {json_type(row['turns'])}")
+                text = _text(row["turns"][0], path, where, "turns")
             elif "question" in row:
-                text = _text(row["question"], path, number, "question")
+                text = _text(row["question"], path, where, "question")
             else:
-                raise ValueError(f"{path}, line {number}: expected messages, prompt, instruction, turns, question "
+                raise ValueError(f"{path}, {where}: expected messages, prompt, instruction, turns, question "
                                  f"or chosen/rejected; got {sorted(row)}")
             prompts.append([{"role": "user", "content": text}])
     return [p for p in prompts if p and p[-1]["role"] == "user"]

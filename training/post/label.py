@@ -80,17 +80,17 @@ def read_items(path: str | Path) -> list[Item]:
     """Items from JSONL rows {"prompt", "a", "b"} or {"prompt", "responses": [a, b]}, each with an optional "id";
     an exact repeat of an earlier item is dropped."""
     items, seen = [], set()
-    for i, row in read_rows(path):
+    for where, row in read_rows(path):
         responses = row.get("responses") or [row.get("a"), row.get("b")]
         if not isinstance(row.get("prompt"), str) or not isinstance(responses, list) or len(responses) != 2 \
                 or not all(isinstance(r, str) for r in responses):
-            raise ValueError(f"{path}, line {i}: expected prompt with a and b (or responses: [a, b]), "
+            raise ValueError(f"{path}, {where}: expected prompt with a and b (or responses: [a, b]), "
                              f"got {sorted(row)}")
         a, b = responses
         item = Item(str(row["id"]) if "id" in row else item_id(row["prompt"], a, b), row["prompt"], a, b)
         if item.id in seen:
             if any(x.id == item.id and x != item for x in items):
-                raise ValueError(f"{path}, line {i}: id {item.id!r} is used by another item")
+                raise ValueError(f"{path}, {where}: id {item.id!r} is used by another item")
             continue
         seen.add(item.id)
         items.append(item)
@@ -330,10 +330,10 @@ def read_judgements(paths: list[str | Path]) -> list[dict]:
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"no judgements at {path}")
-        for number, row in read_rows(path):
+        for where, row in read_rows(path):
             if row.get("label") in LABELS and "item" in row and "labeler" in row:
                 if not (isinstance(row["item"], str) and isinstance(row["labeler"], str)):
-                    raise ValueError(f"{path}, line {number}: item and labeler must be text, got "
+                    raise ValueError(f"{path}, {where}: item and labeler must be text, got "
                                      f"{row['item']!r} and {row['labeler']!r}")
                 latest[(row["labeler"], row["item"])] = row
     if not latest:
