@@ -60,8 +60,8 @@ check eval 90 "${REFINERY[@]}" eval --model "$WORK/train" --tasks wikitext,arc_e
 check eval-bf16 60 "${REFINERY[@]}" eval --model "$WORK/train" --tasks arc_easy,hellaswag,piqa --limit 200 \
     --dtype bfloat16 --no-progress --output "$OUT/eval-bf16.json"
 POST=(--set "run.steps=$(steps "${POST_STEPS:-100}")" --set run.progress=false --set run.eval_every=0)
-check sft 90 "${REFINERY[@]}" sft --model "$WORK/train" --data "${REFINERY_SHARED_DATA:-../shared/data}/sft/alpaca_data_1k.json" \
-    --output "$WORK/sft" "${POST[@]}"
+ALPACA="${REFINERY_SHARED_DATA:-../shared/data}/sft/alpaca_data_1k.json"
+check sft 90 "${REFINERY[@]}" sft --model "$WORK/train" --data "$ALPACA" --output "$WORK/sft" "${POST[@]}"
 check reward 90 "${REFINERY[@]}" reward --model "$WORK/sft" --output "$WORK/reward" "${POST[@]}"
 check dpo 90 "${REFINERY[@]}" dpo --model "$WORK/sft" --output "$WORK/dpo" "${POST[@]}"
 check ppo 120 "${REFINERY[@]}" ppo --model "$WORK/sft" --reward-model "$WORK/reward" --output "$WORK/ppo" \

@@ -122,7 +122,7 @@ def train_fasttext(lines: str, **options):
     import fasttext  # C extension: loaded on the worker that needs the model
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):       # no mallopt (not glibc); TypeError: Windows has no CDLL(None)
         mallopt = None
         log.warning("fastText's weights may start from uncleared memory here (no glibc mallopt): the model may "
                     "differ from run to run")
