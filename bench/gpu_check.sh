@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one go: the training loop's CUDA path (bf16 autocast, torch.compile, fused
-# AdamW, MFU in the log, a checkpoint resumed), against the same run in float32 uncompiled; the 124 M-parameter
-# throughput / MFU of bench_model.py; eval, SFT, reward, DPO and PPO on the GPU. Results: docs/BENCHMARKS.md.
+# AdamW, MFU in the log, a checkpoint resumed), against the same run in float32 uncompiled; throughput / MFU of
+# bench_model.py at GPT-2 small's shape (91 M parameters with its 8,000-token vocabulary); eval, SFT, reward, DPO
+# and PPO on the GPU; the loop under torchrun (NCCL). Results: docs/BENCHMARKS.md.
 #
 #   REFINERY_SHARED_DATA=../shared/data bash bench/gpu_check.sh out/run /tmp/gpu-check
 #
-# RUN: the folder `make run` wrote (its tokens/ and tokenizer/ are used); OUT: one log per check, and summary.txt.
+# RUN: the folder `make run` wrote (its tokens/ are used); OUT: one log per check, and summary.txt.
 # Each check has its own time limit and the script goes on past a failed one. SCALE=0.02 runs every check with
 # 2 % of the steps (a dry run of the script on a CPU); CHECKS="train-bf16 sft" runs only those (the names below).
 set -uo pipefail
