@@ -102,8 +102,6 @@ def prepare_model_file(output: str, inputs: list, kind: str, card_key: str) -> N
     `card_key` (training/artifacts.py: prepare_file) — a quality model is not replaced by a domain model."""
     prepare_file(output, inputs, is_fasttext_model, "fastText model")
     prepare_file(output + ".json", inputs, json_with("sha256", card_key), f"{kind} model's card")
-    if Path(output).parent.exists() and not Path(output).parent.is_dir():
-        raise ArtifactError(f"{output}: {Path(output).parent} is a file, not a folder")
 
 
 _M_PERTURB = -6      # glibc's mallopt parameter: memory malloc hands out is set to (perturb byte ^ 0xff)

@@ -22,7 +22,7 @@ import re
 import time
 from pathlib import Path
 
-from training.files import write_atomic
+from training.files import json_type, write_atomic
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
@@ -87,7 +87,7 @@ def _malformed(manifest) -> str | None:
     """What makes this JSON no manifest of ours, or None: its kind, and each file's path (inside the folder), size and
     sha256, are checked before anything reads or hashes what it names."""
     if not isinstance(manifest, dict):
-        return f"a JSON {type(manifest).__name__}, not an object"
+        return f"{json_type(manifest)}, not a JSON object"
     if manifest.get("kind") not in KINDS:
         return f"kind {manifest.get('kind')!r} is none of {', '.join(KINDS)}"
     files = manifest.get("files")

@@ -68,6 +68,15 @@ def sync_folder(folder: str | Path) -> None:
         os.close(fd)
 
 
+JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
+              bool: "true or false", type(None): "null"}
+
+
+def json_type(value) -> str:
+    """What a JSON value is, as the file spells it (null, not NoneType)."""
+    return JSON_TYPES.get(type(value), type(value).__name__)
+
+
 def read_json_object(path: str | Path) -> dict:
     """A JSON file that must hold an object (a config.json, a manifest, a card): anything else is a ValueError
     naming the file, not a traceback from the first `.get` on it."""
@@ -76,17 +85,8 @@ def read_json_object(path: str | Path) -> dict:
     except (UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"{path}: not readable JSON ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+        raise ValueError(f"{path}: expected a JSON object, got {json_type(data)}")
     return data
-
-
-JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
-              bool: "true or false", type(None): "null"}
-
-
-def json_type(value) -> str:
-    """What a JSON value is, as the file spells it (null, not NoneType)."""
-    return JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def read_rows(path: str | Path) -> list[tuple[str, dict]]:

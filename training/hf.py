@@ -71,8 +71,6 @@ SUPPORTED = ("Llama-architecture models (model_type llama, LlamaForCausalLM: Smo
 
 def config_from_hf(hf: dict) -> ModelConfig:
     """Our ModelConfig from a Llama config.json (as a dict)."""
-    if not isinstance(hf, dict):
-        raise FormatError(f"expected a JSON object, got a {type(hf).__name__}")
     kind = hf.get("model_type", "llama")
     experts = hf.get("num_local_experts") or hf.get("num_experts") or 0
     if kind != "llama" or experts:
