@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from filters.text import UNSPACED_LANGUAGES
 from pipeline.dataset import listed
 from pipeline.shared_data import shared_data_dir
 from training.artifacts import ArtifactError, json_with, prepare_file, sha256_file
-from training.files import cache_dir, write_atomic
+from training.files import cache_dir, umask, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,9 @@ def train_fasttext(lines: str, **options):
 def save_fasttext(model, output: str, card: dict) -> None:
     """The model written whole or not at all (a temporary name, then renamed), then its card with its sha256."""
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    temporary = f"{output}.tmp-{os.getpid()}"
+    fd, temporary = tempfile.mkstemp(dir=Path(output).parent, prefix=f".{Path(output).name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~umask())         # mkstemp makes it 0600; the model gets what open() would give
+    os.close(fd)                            # a name no other file has: the unlink below removes only ours
     try:
         model.save_model(temporary)
         os.replace(temporary, output)
